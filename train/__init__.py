@@ -1,0 +1,1 @@
+"""vtc_deploy.train"""
