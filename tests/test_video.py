@@ -1,0 +1,110 @@
+"""Decoding: real and generated videos against an independent PyAV decode, decord == PyAV, and every bad file."""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import REAL_FACTS
+from vtc_deploy.errors import VideoDecodeError
+from vtc_deploy.inputs import read_views
+from vtc_deploy.sampling import uniform_indices
+from vtc_deploy.spec import InputSpec
+from vtc_deploy.video import ArrayVideo, open_video
+
+DECODERS = ["decord", "pyav"]
+
+
+def pyav_all_frames(path: Path) -> np.ndarray:
+    """Reference: decode every frame in order with plain PyAV (no seeking, no index)."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_real_videos_info_and_frames(real_videos: list[Path], decoder: str) -> None:
+    for path in real_videos:
+        frames_ref = pyav_all_frames(path)
+        n, w, h, fps = REAL_FACTS[path.name]
+        with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+            info = reader.info
+            assert (info.num_frames, info.width, info.height) == (n, w, h) and info.fps == pytest.approx(fps)
+            assert len(frames_ref) == n
+            for clips in (1, 3):
+                idx = uniform_indices(n, 8, clips).reshape(-1)
+                got = reader.get_frames_at(idx)
+                assert got.shape == (len(idx), h, w, 3) and got.dtype == np.uint8
+                assert np.array_equal(got, frames_ref[idx]), f"{path.name} {decoder} clips={clips}"
+            back = reader.get_frames_at([n - 1, 0, 0, n // 2])  # any order, repeats, backwards seeks
+            assert np.array_equal(back, frames_ref[[n - 1, 0, 0, n // 2]])
+
+
+@pytest.mark.parametrize("options", [{"g": "12"}, {"g": "12", "bf": "3"}, {"g": "250", "bf": "2"}])
+def test_generated_videos_decord_equals_pyav(make_video: Callable[..., Path], options: dict[str, str]) -> None:
+    path = make_video(75, 96, 128, options=options)
+    ref = pyav_all_frames(path)
+    for decoder in DECODERS:
+        with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+            assert reader.info.num_frames == 75
+            idx = [74, 3, 40, 41, 12, 0, 60]
+            assert np.array_equal(reader.get_frames_at(idx), ref[idx]), decoder
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["missing", "empty", "text", "truncated", "truncated_faststart", "corrupt", "no_video", "zero_frames", "directory"],
+)
+@pytest.mark.parametrize("decoder", ["auto", *DECODERS])
+def test_bad_files_raise_video_decode_error_naming_the_file(
+    bad_files: dict[str, Path], kind: str, decoder: str
+) -> None:
+    path = bad_files[kind]
+    with pytest.raises(VideoDecodeError) as info, open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+        reader.get_frames_at(uniform_indices(reader.info.num_frames, 8).reshape(-1))
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_absurd_resolution_refused_before_decoding(real_videos: list[Path]) -> None:
+    with pytest.raises(VideoDecodeError, match=r"1280x720 exceeds the limit of 100000 pixels"):
+        open_video(real_videos[1], max_pixels=100_000)
+
+
+def test_indices_out_of_range(real_videos: list[Path]) -> None:
+    with open_video(real_videos[2]) as reader, pytest.raises(VideoDecodeError, match="outside 0..119"):
+        reader.get_frames_at([0, 120])
+
+
+def test_unknown_decoder_lists_allowed_values(real_videos: list[Path]) -> None:
+    with pytest.raises(ValueError, match="auto, decord, pyav"):
+        open_video(real_videos[0], decoder="opencv")  # type: ignore[arg-type]
+
+
+def test_array_video_and_views() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (5, 90, 120, 3), dtype=np.uint8)
+    views = read_views(frames, frames=8, input_spec=InputSpec(), clips=2, crops=3)
+    assert views.video.shape == (6, 8, 224, 224, 3) and views.indices.shape == (2, 8)
+    with pytest.raises(VideoDecodeError, match="uint8"):
+        ArrayVideo(frames.astype(np.float32))
+
+
+def test_no_leak_over_many_opens(real_videos: list[Path]) -> None:
+    """Opening and reading the same file hundreds of times must not grow memory without bound."""
+    path = real_videos[2]
+
+    def cycle(n: int) -> None:
+        for _ in range(n):
+            for decoder in DECODERS:
+                with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+                    reader.get_frames_at([0, 60, 119])
+
+    cycle(20)  # warm up allocator pools and libraries
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cycle(150)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50, f"peak RSS grew by {grown_mb:.0f} MB over 300 opens"

@@ -1,0 +1,108 @@
+"""From a video (file or frames in memory) to the graph's input views: decode -> sample -> preprocess.
+
+Owns: ``read_views``, the one composition of ``video``, ``sampling`` and ``preprocess`` used by the runtime, the
+exporter's parity gate and evaluation; and ``graph_feed`` (uint8 views as they are, or the normalised float layout for
+``--input float`` graphs).
+Imports: numpy, vtc_deploy torch-free modules.
+
+View order: ``V = crops * clips`` views, crop-major (view ``c * clips + k`` is crop ``c`` of clip ``k``), the order of
+the Text4Vis test loader; the order does not matter to the aggregation (a mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vtc_deploy.preprocess import preprocess_frames, to_float
+from vtc_deploy.sampling import sample_indices
+from vtc_deploy.spec import Crops, InputSpec, SamplingRule
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, ArrayVideo, DecoderName, VideoInfo, VideoReader, open_video
+
+VideoSource = str | Path | np.ndarray
+
+
+@dataclass(frozen=True)
+class Views:
+    """The views of one video: ``uint8 [V, T, S, S, 3]`` with the frame indices they came from."""
+
+    name: str
+    video: np.ndarray
+    indices: np.ndarray  # int64 [clips, T]
+    info: VideoInfo
+
+
+def source_name(source: VideoSource, position: int = 0) -> str:
+    return f"<frames {position}>" if isinstance(source, np.ndarray) else str(source)
+
+
+def read_views(
+    source: VideoSource,
+    *,
+    frames: int,
+    input_spec: InputSpec,
+    rule: SamplingRule = "uniform",
+    clips: int = 1,
+    crops: Crops = 1,
+    window: int = 128,
+    decoder: DecoderName = "auto",
+    threads: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> Views:
+    """Decode, sample (test rule) and preprocess one video. Raises ``VideoDecodeError`` naming the file."""
+    reader: VideoReader
+    if isinstance(source, np.ndarray):
+        reader = ArrayVideo(source, name=name or source_name(source))
+    else:
+        reader = open_video(source, decoder=decoder, num_threads=threads, max_pixels=max_pixels)
+    with reader:
+        indices = sample_indices(reader.info.num_frames, frames, rule=rule, clips=clips, window=window)  # [K, T]
+        decoded = reader.get_frames_at(indices.reshape(-1))  # [K*T, H, W, 3]
+    views = preprocess_frames(decoded, input_spec, crops)  # [crops, K*T, S, S, 3]
+    s = input_spec.size
+    video = views.reshape(crops * clips, frames, s, s, 3)  # [V, T, S, S, 3], crop-major
+    return Views(name=name or reader.info.path, video=video, indices=indices, info=reader.info)
+
+
+def graph_feed(views: np.ndarray, input_spec: InputSpec) -> np.ndarray:
+    """uint8 ``[V, T, S, S, 3]`` views as the graph takes them (float graphs: normalised ``[V, T, 3, S, S]``)."""
+    if input_spec.kind == "uint8":
+        return views
+    return to_float(views, input_spec.mean, input_spec.std)
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
+
+def expand_inputs(items: list[str] | tuple[str, ...]) -> list[str]:
+    """Files as given, directories as their video files (recursive, sorted), ``@list.txt`` as one path per line
+    (blank lines and ``#`` comments skipped; relative paths are relative to the list file). A path that does not
+    exist is kept: it becomes that video's error, not a failure of the whole run."""
+    from vtc_deploy.errors import UsageError
+
+    out: list[str] = []
+    for item in items:
+        if item.startswith("@"):
+            list_path = Path(item[1:])
+            try:
+                lines = list_path.read_text("utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read the video list ({exc})", path=list_path) from None
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    p = Path(line)
+                    out.append(str(p if p.is_absolute() else list_path.parent / p))
+        elif Path(item).is_dir():
+            found = sorted(
+                str(p) for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+            )
+            if not found:
+                raise UsageError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in the directory", path=item)
+            out.extend(found)
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,73 @@
+"""Test-time preprocessing: shorter side to ``resize`` (PIL bicubic, torchvision's size rule), centre crop or the three
+Text4Vis crops, and the normalised float path.
+
+Owns: the geometry of the resize and the crops, and the uint8 -> normalised float conversion. The graph input is
+``uint8 [views, T, size, size, 3]`` (normalisation happens inside the graph); the float path gives
+``float32 [..., 3, size, size]`` for training and ``--input float`` graphs. One implementation, used by everyone.
+Imports: numpy, Pillow (torch-free).
+
+Exactness: the resize is the same Pillow call the reference makes (``Image.resize(size, BICUBIC)`` on the whole
+frame), then plain slicing. Resizing only the cropped region with ``resize(box=...)`` looks cheaper but is not the
+same computation: Pillow 13 chooses the order of its two passes from the scale factors (python-pillow/Pillow#9549),
+so a box can flip the order and move pixels by up to 5 grey levels (measured on a portrait frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from vtc_deploy.spec import Crops, InputSpec
+
+_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC}
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """torchvision ``Resize(shorter)`` output size ``(w, h)``: shorter side = ``shorter``, longer truncated."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def crop_offsets(width: int, height: int, size: int, crops: Crops) -> list[tuple[int, int]]:
+    """Top-left corners ``(x, y)`` of the crops in a ``width x height`` (already resized) frame.
+
+    One crop: torchvision ``CenterCrop`` (``round((W - size) / 2)``, Python rounding). Three crops: Text4Vis
+    ``GroupFullResSample`` without flips -- left, right, centre at ``(0, 2h)``, ``(4w, 2h)``, ``(2w, 2h)`` with
+    ``w = (W - size) // 4`` and ``h = (H - size) // 4``.
+    """
+    if crops == 1:
+        return [(round((width - size) / 2.0), round((height - size) / 2.0))]  # Python rounds half to even
+    if crops == 3:
+        w_step, h_step = (width - size) // 4, (height - size) // 4
+        return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]
+    raise ValueError(f"crops must be 1 or 3, got {crops}")
+
+
+def preprocess_frames(frames: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
+    """Decoded RGB frames ``uint8 [N, H, W, 3]`` -> ``uint8 [crops, N, size, size, 3]``."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}")
+    n, height, width, _ = frames.shape
+    size = spec.size
+    new_size = resized_size(width, height, spec.resize)
+    offsets = crop_offsets(*new_size, size, crops)
+    resample = _PIL_FILTERS[spec.interpolation]
+    out = np.empty((len(offsets), n, size, size, 3), dtype=np.uint8)  # [V, N, S, S, 3]
+    for i in range(n):
+        resized = np.asarray(Image.fromarray(frames[i]).resize(new_size, resample))  # [h', w', 3]
+        for v, (x, y) in enumerate(offsets):
+            out[v, i] = resized[y : y + size, x : x + size]
+    return out
+
+
+def to_float(video: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``uint8 [..., H, W, 3]`` -> normalised ``float32 [..., 3, H, W]``: ``(x / 255 - mean) / std``.
+
+    The uint8 graphs compute the same expression in the same order inside the graph.
+    """
+    scaled: np.ndarray = video.astype(np.float32) / np.float32(255.0)  # [..., H, W, 3]
+    normalised: np.ndarray = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))  # [..., 3, H, W]
