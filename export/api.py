@@ -1,0 +1,154 @@
+"""``vtc-deploy export`` and ``vtc-deploy verify`` as library calls.
+
+Owns: ``export_artifact`` (load -> ONNX -> metadata -> parity gate -> manifest -> atomic publish) and
+``verify_artifact`` (rebuild the PyTorch model recorded in a manifest and run the gate again).
+Imports: torch, onnx, onnxruntime (through the runtime backend), vtc_deploy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vtc_deploy import __version__
+from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
+from vtc_deploy.checkpoint import LoadedModel, load_model
+from vtc_deploy.errors import ParityError, UsageError
+from vtc_deploy.spec import ArtifactSpec, InputKind, ModelSpec, Precision, SamplingSpec
+
+from .onnx_export import ExporterName, export_onnx, write_spec_metadata
+from .parity import ParityReport, run_gate
+from .staging import staged_directory
+
+log = logging.getLogger("vtc_deploy.export")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    spec: ArtifactSpec
+    report: ParityReport | None
+    seconds: float
+
+
+def build_spec(
+    model: LoadedModel, *, input_kind: InputKind, opset: int, exporter: str, precision: Precision
+) -> ArtifactSpec:
+    """The manifest of an export of ``model`` (without the ONNX hash and the parity summary)."""
+    cfg = model.config
+    vision = cfg.clip["vision_cfg"]
+    layers = vision.get("layers", 0)
+    return ArtifactSpec(
+        model=ModelSpec(
+            architecture=cfg.architecture,
+            weights=cfg.weights,
+            embed_dim=cfg.embed_dim,
+            head=cfg.head,
+            head_layers=cfg.head_layers if cfg.head == "transformer" else 0,
+            vision_width=int(vision.get("width", 0)),
+            vision_layers=int(layers if isinstance(layers, int) else sum(layers)),
+            patch_size=int(vision.get("patch_size") or 0),
+            image_size=cfg.image_size,
+            quick_gelu=cfg.quick_gelu,
+        ),
+        frames=cfg.frames,
+        classes=model.classes,
+        templates=model.templates,
+        logit_scale=float(model.classifier.logit_scale.detach().exp()),
+        input=dataclasses.replace(model.input, kind=input_kind),
+        sampling=SamplingSpec(),
+        opset=opset,
+        exporter=exporter,
+        precision=precision,
+        package_version=__version__,
+        source=model.source,
+    )
+
+
+def export_artifact(
+    ckpt: str,
+    *,
+    out: str | Path,
+    clip: str | None = None,
+    classes: str | Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    frames: int | None = None,
+    input_kind: InputKind = "uint8",
+    opset: int = 17,
+    exporter: ExporterName = "auto",
+    precision: Precision = "fp32",
+    force: bool = False,
+    verify: bool = True,
+    videos: Sequence[str] = (),
+) -> ExportResult:
+    """Export ``ckpt`` to the artifact directory ``out``; raises ``ParityError`` (and writes nothing) when the gate
+    fails."""
+    if input_kind not in ("uint8", "float"):
+        raise UsageError(f"--input must be uint8 or float, got {input_kind!r}")
+    if precision != "fp32":
+        raise UsageError(f"precision {precision!r} is not available yet; only fp32")
+    start = time.perf_counter()
+    out = Path(out)
+    from .staging import check_output_dir
+
+    check_output_dir(out.absolute(), force=force)  # fail before the slow part
+    log.info("loading %s", ckpt)
+    model = load_model(ckpt, clip=clip, classes=classes, templates=templates, frames=frames)
+    log.info(
+        "model: %s, head %s, T=%d, %d classes (%s)",
+        model.config.architecture,
+        model.config.head,
+        model.frames,
+        len(model.classes),
+        model.kind,
+    )
+    with staged_directory(out, force=force) as stage:
+        onnx_path = stage / "model.onnx"
+        log.info("exporting ONNX (opset %d)", opset)
+        used = export_onnx(model.classifier, model.input, onnx_path, opset=opset, exporter=exporter)
+        spec = build_spec(model, input_kind=input_kind, opset=opset, exporter=used, precision=precision)
+        write_spec_metadata(onnx_path, spec)
+        spec = spec.replace(onnx_sha256=sha256_file(onnx_path))
+        report = None
+        if verify:
+            log.info("parity gate (PyTorch fp32 vs ONNX Runtime)")
+            report = run_gate(model.classifier, Artifact(stage, spec), videos=videos)
+            (stage / PARITY).write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
+            if not report.passed:
+                raise ParityError(
+                    f"the exported graph disagrees with PyTorch ({'; '.join(report.failures)}); {report.headline()}; "
+                    "no artifact written"
+                )
+            spec = spec.replace(parity=report.summary())
+            log.info("parity passed: %s", report.headline())
+            if report.note:
+                log.warning("%s", report.note)
+        (stage / MANIFEST).write_text(spec.to_json() + "\n", "utf-8")
+    seconds = time.perf_counter() - start
+    log.info("wrote %s in %.1f s", out, seconds)
+    return ExportResult(out=out, spec=spec, report=report, seconds=seconds)
+
+
+def verify_artifact(
+    root: str | Path, *, videos: Sequence[str] = (), ckpt: str | None = None, clip: str | None = None
+) -> ParityReport:
+    """Rebuild the PyTorch model named in the manifest (or ``ckpt``) and run the parity gate on the artifact."""
+    artifact = Artifact.open(root)
+    spec = artifact.spec
+    source = spec.source
+    ckpt = ckpt or source.ckpt or source.clip
+    if not ckpt:
+        raise UsageError(f"{root}: the manifest records no checkpoint; pass --ckpt")
+    clip_arg = clip if clip is not None else (source.clip if source.ckpt else None)
+    unchanged_path = source.ckpt and ckpt == source.ckpt and source.ckpt_sha256 and Path(ckpt).is_file()
+    if unchanged_path and sha256_file(ckpt) != source.ckpt_sha256:
+        raise UsageError(f"{ckpt} changed since the export (sha256 differs); pass --ckpt with the original")
+    model = load_model(
+        ckpt, clip=clip_arg or None, classes=list(spec.classes), templates=list(spec.templates), frames=spec.frames
+    )
+    return run_gate(model.classifier, artifact, videos=videos)

@@ -1,0 +1,246 @@
+"""The parity gate: the PyTorch fp32 model against an exported graph run by a real backend.
+
+Owns: the thresholds per precision, the error statistics (``compare``), the two checks of the gate -- random inputs
+at batch sizes other than the export batch, and real videos through the full input path (decode, sample,
+preprocess) -- and the report written to ``parity.json``.
+Imports: torch, numpy, vtc_deploy (the backend is the runtime's own, so the gate tests the path users run).
+
+Statistics (reference = PyTorch, test = backend), worst case over samples:
+``max_abs_logit`` max |delta logit|; ``min_cosine`` min cosine between embeddings; ``top1_agreement`` share of samples
+whose top-1 agrees (a test top-1 whose reference logit is within 1e-4 of the reference maximum counts as agreeing: a
+numerical tie is not a disagreement); ``top5_agreement`` mean overlap of the top-5 sets; ``max_kl``
+KL(p_ref || p_test) of the softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from vtc_deploy.runtimes import Backend, GraphOutputs, create_backend
+
+from vtc_deploy.artifact import Artifact
+from vtc_deploy.errors import VideoDecodeError
+from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.model import VideoTextClassifier
+from vtc_deploy.preprocess import to_float
+from vtc_deploy.spec import ArtifactSpec, ParitySummary, Precision, check_crops
+
+log = logging.getLogger("vtc_deploy.parity")
+
+THRESHOLDS: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_logit": 1e-3, "min_cosine": 0.99999, "top1_agreement": 1.0},
+    "fp16": {"min_cosine": 0.999, "top1_agreement": 0.99},
+    "int8": {"min_cosine": 0.99, "top1_agreement": 0.98},
+}
+TIE = 1e-4
+RANDOM_BATCHES = (1, 3)  # the export batch is 2
+
+
+@dataclass
+class Stats:
+    """Error statistics of one group of samples."""
+
+    name: str
+    samples: int
+    max_abs_logit: float
+    mean_abs_logit: float
+    min_cosine: float
+    top1_agreement: float
+    top5_agreement: float
+    max_kl: float
+    mean_kl: float
+
+
+@dataclass
+class ParityReport:
+    precision: Precision
+    thresholds: dict[str, float]
+    groups: list[Stats]
+    overall: Stats
+    passed: bool
+    failures: list[str]
+    backend: str
+    videos: list[str] = field(default_factory=list)
+    skipped_videos: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def summary(self) -> ParitySummary:
+        o = self.overall
+        return ParitySummary(
+            passed=self.passed,
+            precision=self.precision,
+            max_abs_logit=o.max_abs_logit,
+            min_cosine=o.min_cosine,
+            top1_agreement=o.top1_agreement,
+            top5_agreement=o.top5_agreement,
+            max_kl=o.max_kl,
+            samples=o.samples,
+            videos=len(self.videos),
+            thresholds=dict(self.thresholds),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def headline(self) -> str:
+        o = self.overall
+        return (
+            f"max|dlogit| {o.max_abs_logit:.3g}, min cos {o.min_cosine:.7f}, top-1 {o.top1_agreement:.1%}, "
+            f"top-5 {o.top5_agreement:.1%}, max KL {o.max_kl:.3g} over {o.samples} samples"
+        )
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def compare(name: str, ref: GraphOutputs, test: GraphOutputs) -> Stats:
+    """Error statistics of ``test`` against ``ref`` (same inputs, same order)."""
+    dl = np.abs(ref.logits.astype(np.float64) - test.logits)  # [N, C]
+    e1, e2 = ref.embedding.astype(np.float64), test.embedding.astype(np.float64)
+    cos = (e1 * e2).sum(-1) / (np.linalg.norm(e1, axis=-1) * np.linalg.norm(e2, axis=-1))  # [N]
+    ref_top1 = ref.logits.argmax(-1)
+    test_top1 = test.logits.argmax(-1)
+    rows = np.arange(len(ref_top1))
+    agree = (ref_top1 == test_top1) | (ref.logits[rows, test_top1] >= ref.logits[rows, ref_top1] - TIE)
+    k = min(5, ref.logits.shape[1])
+    top5_ref, top5_test = np.argsort(-ref.logits, -1)[:, :k], np.argsort(-test.logits, -1)[:, :k]
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(top5_ref, top5_test, strict=True)]
+    lp, lq = _log_softmax(ref.logits), _log_softmax(test.logits)
+    kl = (np.exp(lp) * (lp - lq)).sum(-1)  # [N]
+    return Stats(
+        name=name,
+        samples=len(rows),
+        max_abs_logit=float(dl.max()),
+        mean_abs_logit=float(dl.mean()),
+        min_cosine=float(cos.min()),
+        top1_agreement=float(agree.mean()),
+        top5_agreement=float(np.mean(overlap)),
+        max_kl=float(kl.max()),
+        mean_kl=float(kl.mean()),
+    )
+
+
+def merge(name: str, groups: Sequence[Stats]) -> Stats:
+    n = sum(g.samples for g in groups)
+    return Stats(
+        name=name,
+        samples=n,
+        max_abs_logit=max(g.max_abs_logit for g in groups),
+        mean_abs_logit=sum(g.mean_abs_logit * g.samples for g in groups) / n,
+        min_cosine=min(g.min_cosine for g in groups),
+        top1_agreement=sum(g.top1_agreement * g.samples for g in groups) / n,
+        top5_agreement=sum(g.top5_agreement * g.samples for g in groups) / n,
+        max_kl=max(g.max_kl for g in groups),
+        mean_kl=sum(g.mean_kl * g.samples for g in groups) / n,
+    )
+
+
+def judge(stats: Stats, thresholds: dict[str, float]) -> list[str]:
+    """The thresholds ``stats`` violates, as readable strings (NaN always fails)."""
+    failures = []
+    for key, limit in thresholds.items():
+        value = getattr(stats, key)
+        lower_is_better = key.startswith("max_")
+        ok = (value <= limit) if lower_is_better else (value >= limit)
+        if not ok or math.isnan(value):
+            failures.append(f"{key} {value:.6g} {'>' if lower_is_better else '<'} {limit:g}")
+    return failures
+
+
+@torch.no_grad()
+def torch_outputs(classifier: VideoTextClassifier, feed: np.ndarray, spec: ArtifactSpec) -> GraphOutputs:
+    """The PyTorch fp32 reference on graph-input arrays (uint8 views are normalised by ``preprocess.to_float``)."""
+    x = to_float(feed, spec.input.mean, spec.input.std) if spec.input.kind == "uint8" else feed  # [B, T, 3, S, S]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        logits, emb, norm = classifier.eval()(torch.from_numpy(np.ascontiguousarray(x)).float())
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return GraphOutputs(logits.numpy(), emb.numpy(), norm.numpy())
+
+
+def random_feed(spec: ArtifactSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
+    s, t = spec.input.size, spec.frames
+    video = rng.integers(0, 256, size=(batch, t, s, s, 3), dtype=np.uint8)  # [B, T, S, S, 3]
+    return graph_feed(video, spec.input)
+
+
+def run_gate(
+    classifier: VideoTextClassifier,
+    artifact: Artifact,
+    *,
+    videos: Sequence[str] = (),
+    batches: Sequence[int] = RANDOM_BATCHES,
+    backend: Backend | None = None,
+    seed: int = 0,
+    clips: int = 1,
+    crops: int = 1,
+) -> ParityReport:
+    """Compare PyTorch with ``backend`` (default: ONNX Runtime on the CPU) on random and real inputs."""
+    spec = artifact.spec
+    thresholds = THRESHOLDS[spec.precision]
+    runner = backend or create_backend("onnxruntime", artifact, provider="cpu")
+    groups: list[Stats] = []
+    rng = np.random.default_rng(seed)
+    used: list[str] = []
+    skipped: list[str] = []
+    with runner:
+        for b in batches:
+            feed = random_feed(spec, b, rng)
+            groups.append(compare(f"random batch {b}", torch_outputs(classifier, feed, spec), runner.infer(feed)))
+            log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
+        feeds = []
+        for path in videos:
+            try:
+                views = read_views(
+                    path,
+                    frames=spec.frames,
+                    input_spec=spec.input,
+                    rule=spec.sampling.rule,
+                    clips=clips,
+                    crops=check_crops(crops),
+                )
+            except VideoDecodeError as exc:
+                skipped.append(str(exc))
+                log.warning("parity: skipped %s", exc)
+                continue
+            feeds.append(graph_feed(views.video, spec.input))
+            used.append(str(path))
+        if feeds:
+            feed = np.concatenate(feeds)  # [sum V, ...] one batch through the real input path
+            groups.append(compare(f"videos ({len(used)})", torch_outputs(classifier, feed, spec), runner.infer(feed)))
+            log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
+        described = runner.describe()
+    overall = merge("overall", groups)
+    failures = judge(overall, thresholds)
+    note = "" if used else "no videos given: the full input path was not checked (pass --videos)"
+    return ParityReport(
+        precision=spec.precision,
+        thresholds=thresholds,
+        groups=groups,
+        overall=overall,
+        passed=not failures,
+        failures=failures,
+        backend=described,
+        videos=used,
+        skipped_videos=skipped,
+        note=note,
+    )
+
+
+def _short(s: Stats) -> str:
+    return (
+        f"max|dlogit| {s.max_abs_logit:.2e} min cos {s.min_cosine:.7f} top-1 {s.top1_agreement:.0%} "
+        f"top-5 {s.top5_agreement:.0%}"
+    )

@@ -1,0 +1,123 @@
+"""Atomic output directories: everything is written into a hidden temporary directory beside the target and renamed
+into place at the end, so an interrupted or failed export leaves nothing half-written.
+
+Owns: ``staged_directory`` and the clean-up of temporaries left by killed processes.
+Imports: the standard library and vtc_deploy.errors.
+
+SIGTERM and Ctrl-C remove the temporary directory before the process exits. A SIGKILL cannot be handled: its
+temporary directory (``.NAME.partial-PID-*``, never the target itself) is removed by the next export into the same
+parent, once process PID is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from vtc_deploy.errors import ExportError
+
+
+def check_output_dir(out: Path, *, force: bool) -> None:
+    """Refuse early: an existing non-empty target without ``force``, a target that is a file, an unwritable parent."""
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError("output exists and is not a directory", path=out)
+        if any(out.iterdir()) and not force:
+            raise ExportError("output directory is not empty; pass --force to replace it", path=out)
+    parent = _existing_parent(out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write into {parent} (permission denied)", path=out)
+
+
+def _existing_parent(out: Path) -> Path:
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    return parent
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(parent: Path, name: str) -> None:
+    """Remove temporaries of earlier exports into ``parent/name`` whose process no longer exists."""
+    if not parent.is_dir():
+        return
+    prefix = f".{name}.partial-"
+    for entry in parent.iterdir():
+        if not entry.name.startswith(prefix) or not entry.is_dir():
+            continue
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit (in the main thread) so that ``finally`` blocks run and clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous: Any = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces ``out`` atomically, on any failure it is removed."""
+    out = Path(out).absolute()
+    check_output_dir(out, force=force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {out.parent} ({exc.strerror})", path=out) from None
+    clean_stale(out.parent, out.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the published artifact gets the usual permissions
+    try:
+        with _terminate_as_exit():
+            yield staging
+            _publish(staging, out, force=force)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out: Path, *, force: bool) -> None:
+    check_output_dir(out, force=force)  # the target may have changed while we worked
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except OSError as exc:
+        if old is not None:
+            os.replace(old, out)
+        raise ExportError(f"cannot move the artifact into place ({exc.strerror})", path=out) from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

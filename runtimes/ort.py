@@ -1,0 +1,139 @@
+"""ONNX Runtime backend (torch-free).
+
+Owns: ``OrtBackend`` -- provider choice (``auto``: TensorRT EP > CUDA EP > CPU, whichever the installed build
+offers; or an explicit name), session options (intra-op threads, graph optimisation level) and the execution
+provider options for TensorRT (fp16, engine cache under the artifact). Inputs and outputs are numpy arrays on the
+host (``session.run``); the native TensorRT backend is the one that manages device buffers itself.
+Imports: numpy, onnxruntime (lazily), vtc_deploy torch-free modules. Never torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from vtc_deploy.artifact import Artifact
+from vtc_deploy.errors import ArtifactError, BackendUnavailable, UsageError
+
+from .base import Backend, GraphOutputs
+
+ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
+PROVIDERS: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+OptLevel = Literal["disable", "basic", "extended", "all"]
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailable(
+            "onnxruntime is not installed: pip install 'vtc-deploy[cpu]' (or 'vtc-deploy[gpu]' on NVIDIA machines)"
+        ) from None
+    return onnxruntime
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime session over ``model.onnx``."""
+
+    name = "onnxruntime"
+    OPTIONS = ("provider", "threads", "optimization", "trt_fp16", "onnx_path")
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        *,
+        provider: ProviderName = "auto",
+        threads: int | None = None,
+        optimization: OptLevel = "all",
+        trt_fp16: bool | None = None,
+        onnx_path: str | None = None,
+    ) -> None:
+        super().__init__(artifact)
+        if provider not in ("auto", *PROVIDERS):
+            raise UsageError(f"provider must be one of auto, {', '.join(PROVIDERS)}; got {provider!r}")
+        if optimization not in ("disable", "basic", "extended", "all"):
+            raise UsageError(f"optimization must be disable, basic, extended or all; got {optimization!r}")
+        self.provider = provider
+        self.threads = threads
+        self.optimization = optimization
+        self.trt_fp16 = artifact.spec.precision == "fp16" if trt_fp16 is None else trt_fp16
+        self.onnx_path = onnx_path or str(artifact.onnx_path)
+        self._session: Any = None
+        self.providers: list[str] = []
+
+    def _choose_providers(self, ort: Any) -> list[Any]:
+        available = list(ort.get_available_providers())
+        if self.provider == "auto":
+            names = [PROVIDERS[p] for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in available]
+        else:
+            wanted = PROVIDERS[self.provider]
+            if wanted not in available:
+                raise BackendUnavailable(
+                    f"ONNX Runtime provider {self.provider!r} ({wanted}) is not in this build; available: "
+                    f"{', '.join(available)}"
+                )
+            names = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+        chosen: list[Any] = []
+        for name in names:
+            if name == "TensorrtExecutionProvider":
+                cache = self.artifact.engine_dir / "ort-trt"
+                cache.mkdir(parents=True, exist_ok=True)
+                chosen.append(
+                    (
+                        name,
+                        {
+                            "trt_fp16_enable": bool(self.trt_fp16),
+                            "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(cache),
+                            "trt_timing_cache_enable": True,
+                        },
+                    )
+                )
+            else:
+                chosen.append(name)
+        return chosen
+
+    def _activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        options.graph_optimization_level = levels[self.optimization]
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        options.log_severity_level = 3  # errors only: keep the user's stderr clean
+        providers = self._choose_providers(ort)
+        try:
+            self._session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            first = " ".join(str(exc).split())[:300]
+            raise ArtifactError(f"ONNX Runtime cannot load the graph ({first})", path=self.onnx_path) from None
+        self.providers = list(self._session.get_providers())
+        names = [o.name for o in self._session.get_outputs()]
+        missing = [n for n in ("logits", "embedding", "feature_norm") if n not in names]
+        if missing:
+            raise ArtifactError(
+                f"graph lacks output(s) {', '.join(missing)} (has {', '.join(names)})", path=self.onnx_path
+            )
+
+    def _infer_impl(self, video: np.ndarray) -> GraphOutputs:
+        logits, embedding, norm = self._session.run(
+            ["logits", "embedding", "feature_norm"], {self.input_info.name: video}
+        )
+        return GraphOutputs(np.asarray(logits), np.asarray(embedding), np.asarray(norm))
+
+    def _deactivate_impl(self) -> None:
+        self._session = None
+
+    def describe(self) -> str:
+        active = ", ".join(p.replace("ExecutionProvider", "") for p in self.providers) or self.provider
+        return f"onnxruntime [{active}] ({self.artifact.spec.precision})"
