@@ -21,7 +21,7 @@ from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ParityError, UsageError
 from vtc_deploy.spec import ArtifactSpec, InputKind, ModelSpec, Precision, SamplingSpec
 
-from .onnx_export import ExporterName, export_onnx, write_spec_metadata
+from .onnx_export import ExporterName, export_onnx, finalize_onnx
 from .parity import ParityReport, run_gate
 from .staging import staged_directory
 
@@ -109,10 +109,11 @@ def export_artifact(
     )
     with staged_directory(out, force=force) as stage:
         onnx_path = stage / "model.onnx"
-        log.info("exporting ONNX (opset %d)", opset)
-        used = export_onnx(model.classifier, model.input, onnx_path, opset=opset, exporter=exporter)
-        spec = build_spec(model, input_kind=input_kind, opset=opset, exporter=used, precision=precision)
-        write_spec_metadata(onnx_path, spec)
+        spec = build_spec(model, input_kind=input_kind, opset=opset, exporter="", precision=precision)
+        log.info("exporting ONNX (opset %d, %s input)", opset, input_kind)
+        used = export_onnx(model.classifier, spec.input, onnx_path, opset=opset, exporter=exporter)
+        spec = spec.replace(exporter=used)
+        finalize_onnx(onnx_path, spec)
         spec = spec.replace(onnx_sha256=sha256_file(onnx_path))
         report = None
         if verify:

@@ -1,7 +1,7 @@
 """torch -> ONNX for the video classifier, with the class embeddings baked in as a graph constant.
 
 Owns: ``GraphModule`` (the exported computation: input handling + ``VideoTextClassifier``), ``export_onnx`` and
-``write_spec_metadata``.
+``finalize_onnx``.
 Imports: torch, onnx (lazily), vtc_deploy.
 
 Graph I/O (ARCHITECTURE.md): input ``video`` ``uint8 [B, T, H, W, 3]`` RGB (cast, /255, mean/std and the layout change
@@ -143,11 +143,18 @@ def export_onnx(
     return f"torch.onnx {kind} (torch {torch.__version__})"
 
 
-def write_spec_metadata(path: Path, spec: ArtifactSpec) -> None:
-    """Embed the manifest JSON under ``vtc_deploy.spec`` (merging other metadata), check the model, save it."""
+def finalize_onnx(path: Path, spec: ArtifactSpec) -> None:
+    """Pin the output shapes, embed the manifest JSON under ``vtc_deploy.spec`` (merging other metadata), save the
+    model and run ``onnx.checker`` with full shape inference."""
     import onnx
 
     model = onnx.load(str(path))
+    known = {"logits": [spec.num_classes], "embedding": [spec.model.embed_dim], "feature_norm": []}
+    for output in model.graph.output:  # the TorchScript exporter leaves e.g. the embedding width symbolic
+        dims = output.type.tensor_type.shape.dim
+        for dim, value in zip(list(dims)[1:], known.get(output.name, []), strict=False):
+            dim.ClearField("dim_param")
+            dim.dim_value = value
     props = {p.key: p.value for p in model.metadata_props}  # set_model_props replaces everything: merge first
     props[ONNX_METADATA_KEY] = spec.to_json(indent=None)
     onnx.helper.set_model_props(model, props)

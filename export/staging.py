@@ -4,9 +4,9 @@ into place at the end, so an interrupted or failed export leaves nothing half-wr
 Owns: ``staged_directory`` and the clean-up of temporaries left by killed processes.
 Imports: the standard library and vtc_deploy.errors.
 
-SIGTERM and Ctrl-C remove the temporary directory before the process exits. A SIGKILL cannot be handled: its
-temporary directory (``.NAME.partial-PID-*``, never the target itself) is removed by the next export into the same
-parent, once process PID is gone.
+SIGTERM and Ctrl-C remove the temporary directory before the process exits (the CLI reports "interrupted"). A
+SIGKILL cannot be handled: its temporary directory (``.NAME.partial-PID-*``, never the target itself) is removed by
+the next export into the same parent, once process PID is gone.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ def clean_stale(parent: Path, name: str) -> None:
 
 @contextlib.contextmanager
 def _terminate_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit (in the main thread) so that ``finally`` blocks run and clean up."""
+    """Turn SIGTERM into KeyboardInterrupt (in the main thread) so that ``finally`` blocks run and clean up."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
 
     previous: Any = signal.signal(signal.SIGTERM, handler)
     try:
@@ -91,10 +91,13 @@ def staged_directory(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     check_output_dir(out, force=force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent, out.name)
     except OSError as exc:
         raise ExportError(f"cannot create {out.parent} ({exc.strerror})", path=out) from None
-    clean_stale(out.parent, out.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write into {out.parent} ({exc.strerror})", path=out) from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the published artifact gets the usual permissions

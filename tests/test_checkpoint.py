@@ -96,7 +96,7 @@ def test_named_open_clip_config_random_and_local_weights(tmp_path: Path) -> None
     (cfg_dir / "vtc-tiny-test.json").write_text(json.dumps(TINY_CLIP))
     open_clip.add_model_config(cfg_dir)
     m = load_model("vtc-tiny-test:random", classes="ucf101", frames=4)
-    assert m.config.architecture == "vtc-tiny-test" and m.config.weights == "random init"
+    assert m.config.architecture == "vtc-tiny-test" and m.config.weights == "random init (seed 0)"
     weights = tmp_path / "w.bin"
     torch.save(m.clip.state_dict(), weights)
     again = load_model(f"vtc-tiny-test:{weights}", classes="ucf101", frames=4)

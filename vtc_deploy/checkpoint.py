@@ -140,9 +140,11 @@ def load_clip(spec: str) -> tuple[Any, ModelConfig]:
         known = ", ".join(m for m in open_clip.list_models() if m.startswith(("ViT-B", "ViT-L", "RN")))
         raise CheckpointError(f"unknown open_clip architecture {name!r}; known include: {known}")
     clip_cfg = {k: copy.deepcopy(base[k]) for k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu") if k in base}
-    if tag == "random":
-        config = ModelConfig(clip=clip_cfg, architecture=name, weights="random init", head="mean")
-        return build_clip(config), config
+    if tag == "random":  # seeded, so that the same NAME:random is the same model every time (verify, benchmarks)
+        config = ModelConfig(clip=clip_cfg, architecture=name, weights="random init (seed 0)", head="mean")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_clip(config), config
     pretrained: dict[str, Any] = {}
     if os.path.exists(tag):
         weights_path = _existing_file(tag)

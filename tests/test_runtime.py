@@ -1,0 +1,254 @@
+"""The runtime: ``vtc-deploy run`` against the PyTorch model fed by the same input path, bad files among good ones,
+torch-free execution, and the Python API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from vtc_deploy.export import export_artifact
+from vtc_deploy.runtimes import create_backend
+
+from tests.conftest import assert_one_line_error, run_cli
+from vtc_deploy.artifact import Artifact
+from vtc_deploy.checkpoint import load_model
+from vtc_deploy.errors import ArtifactError, UsageError
+from vtc_deploy.inputs import read_views
+from vtc_deploy.pipeline import Classifier, aggregate_views
+from vtc_deploy.preprocess import to_float
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
+    out = tmp_path_factory.mktemp("rt") / "model"
+    export_artifact(str(ours_ckpt), out=out, verify=False)
+    return out
+
+
+def torch_text4vis(ckpt: Path, video: Path, clips: int, crops: int) -> np.ndarray:
+    """Text4Vis test.py on the same input path: fused features of all views averaged, normalised, scored."""
+    model = load_model(ckpt)
+    spec_input = model.input
+    views = read_views(video, frames=model.frames, input_spec=spec_input, clips=clips, crops=crops)  # type: ignore[arg-type]
+    x = torch.from_numpy(to_float(views.video, spec_input.mean, spec_input.std))  # [V, T, 3, S, S]
+    clf = model.classifier
+    with torch.no_grad():
+        fused = clf.fuse(clf.encode_frames(x))  # [V, D], not normalised
+        feature = fused.mean(0)
+        feature = feature / feature.norm()
+        logits = clf.logit_scale.exp() * feature @ clf.class_embeddings.T  # [C]
+    return logits.numpy()
+
+
+@pytest.mark.parametrize(("clips", "crops"), [(1, 1), (1, 3), (3, 1), (3, 3)])
+def test_run_json_matches_pytorch(
+    artifact: Path, ours_ckpt: Path, real_videos: list[Path], clips: int, crops: int
+) -> None:
+    videos = real_videos[:3]
+    proc = run_cli(
+        "run",
+        "--model",
+        str(artifact),
+        "--json",
+        "--clips",
+        str(clips),
+        "--crops",
+        str(crops),
+        "--batch",
+        "3",
+        *map(str, videos),
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["video"] for r in results] == [str(v) for v in videos]
+    for video, result in zip(videos, results, strict=True):
+        ref = torch_text4vis(ours_ckpt, video, clips, crops)
+        top5 = [p["index"] for p in result["topk"]]
+        assert top5 == np.argsort(-ref)[:5].tolist(), video.name
+        np.testing.assert_allclose([p["logit"] for p in result["topk"]], ref[top5], atol=1e-3)
+        probs = np.exp(ref - ref.max()) / np.exp(ref - ref.max()).sum()
+        np.testing.assert_allclose([p["prob"] for p in result["topk"]], probs[top5], atol=1e-5)
+        assert result["error"] is None and result["topk"][0]["label"] == load_model(ours_ckpt).classes[top5[0]]
+
+
+def test_bad_files_among_good_ones(artifact: Path, bad_files: dict[str, Path], real_videos: list[Path]) -> None:
+    inputs = [
+        bad_files["missing"],
+        real_videos[0],
+        bad_files["empty"],
+        bad_files["text"],
+        bad_files["truncated"],
+        real_videos[2],
+    ]
+    proc = run_cli("run", "--model", str(artifact), "--json", *map(str, inputs))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["video"] for r in results] == [str(p) for p in inputs]  # input order
+    errors = [r for r in results if r["error"]]
+    assert len(errors) == 4 and all(r["topk"] == [] for r in errors)
+    for r in errors:
+        assert r["error"].startswith(r["video"]) and "\n" not in r["error"]
+    good = [r for r in results if not r["error"]]
+    assert len(good) == 2 and all(len(r["topk"]) == 5 for r in good)
+    assert "4 of 6 videos failed" in proc.stderr
+
+
+TORCH_BLOCKED = """
+import sys
+sys.modules["torch"] = None  # any import of torch now raises ImportError
+import runpy
+sys.argv = ["vtc-deploy", *sys.argv[1:]]
+try:
+    runpy.run_module("vtc_deploy", run_name="__main__")
+finally:
+    assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None], "torch was imported"
+"""
+
+
+def test_run_is_torch_free(artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
+    viz = tmp_path / "viz.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TORCH_BLOCKED,
+            "run",
+            "--model",
+            str(artifact),
+            "--json",
+            "--clips",
+            "2",
+            "--crops",
+            "3",
+            "--viz",
+            str(viz),
+            str(real_videos[0]),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["topk"]
+    assert viz.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runtime_api_is_torch_free(artifact: Path, real_videos: list[Path]) -> None:
+    code = f"""
+import sys
+sys.modules["torch"] = None
+import numpy as np
+import vtc_deploy.runtimes
+from vtc_deploy import Classifier
+with Classifier.load({str(artifact)!r}) as clf:
+    r = clf.classify([{str(real_videos[2])!r}, np.zeros((5, 64, 80, 3), np.uint8)], topk=3)
+    assert r[0].ok and r[1].ok and len(r[0].topk) == 3
+    assert clf.embed({str(real_videos[2])!r}).shape == (1, 48)
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_api_arrays_equal_files_and_batching_does_not_matter(artifact: Path, real_videos: list[Path]) -> None:
+    import av
+
+    with av.open(str(real_videos[2])) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with Classifier.load(artifact) as clf:
+        from_file = clf.classify(real_videos[2], clips=2, crops=3)[0]
+        from_array = clf.classify(frames, clips=2, crops=3)[0]
+        assert from_array.video == "<frames 0>" and from_file.views == 6
+        np.testing.assert_allclose(from_array.logits, from_file.logits, atol=1e-5)
+        many = [real_videos[i % 3] for i in range(7)]
+        a = clf.classify(many, batch=1, workers=1)
+        b = clf.classify(many, batch=5, workers=3)
+        for x, y in zip(a, b, strict=True):
+            assert x.video == y.video
+            np.testing.assert_allclose(x.logits, y.logits, atol=1e-4)
+        emb = clf.embed(many[:2])
+        assert emb.shape == (2, 48) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+        with pytest.raises(UsageError, match="crops 1 or 3"):
+            clf.classify(many, crops=2)
+
+
+def test_aggregation_is_mean_of_unnormalised_features() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 16)) * rng.uniform(0.5, 3, size=(6, 1))  # views with different norms
+    classes = rng.normal(size=(9, 16))
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    norms = np.linalg.norm(features, axis=1)
+    emb = features / norms[:, None]
+    logits, agg_emb = aggregate_views(100 * emb @ classes.T, emb, norms)
+    mean = features.mean(0)
+    np.testing.assert_allclose(agg_emb, mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_allclose(logits, 100 * (mean / np.linalg.norm(mean)) @ classes.T, atol=1e-4)
+
+
+def test_backend_protocol_checks(artifact: Path) -> None:
+    backend = create_backend("onnxruntime", Artifact.open(artifact), provider="cpu", threads=1)
+    with pytest.raises(UsageError, match="not active"):
+        backend.infer(np.zeros((1, 4, 224, 224, 3), np.uint8))
+    with backend:
+        assert backend.input_info.shape == ("B", 4, 224, 224, 3) and backend.input_info.dtype == "uint8"
+        with pytest.raises(UsageError, match=r"uint8 \[B, 4, 224, 224, 3\]"):
+            backend.infer(np.zeros((1, 4, 224, 224, 3), np.float32))
+        out = backend.infer(np.zeros((2, 4, 224, 224, 3), np.uint8))
+        assert out.logits.shape == (2, 51)
+    with pytest.raises(UsageError, match="does not take option"):
+        create_backend("onnxruntime", Artifact.open(artifact), fp8=True)
+    with pytest.raises(UsageError, match="unknown backend"):
+        create_backend("openvino", Artifact.open(artifact))
+
+
+def test_artifact_problems_are_one_line(artifact: Path, tmp_path: Path, real_videos: list[Path]) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    with (copy / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="does not match the manifest"):
+        Artifact.open(copy)
+    assert_one_line_error(run_cli("run", "--model", str(copy), str(real_videos[0])), "does not match the manifest")
+    (copy / "manifest.json").unlink()
+    assert_one_line_error(run_cli("run", "--model", str(copy), str(real_videos[0])), "not a vtc-deploy artifact")
+    assert_one_line_error(
+        run_cli("run", "--model", str(tmp_path / "nope"), str(real_videos[0])), "no such artifact directory"
+    )
+
+
+def test_inputs_directories_and_lists(artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(real_videos[2], folder / "a.mp4")
+    shutil.copy(real_videos[3], folder / "sub" / "b.mp4")
+    (folder / "notes.txt").write_text("ignored")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two entries\nclips/a.mp4\n\nclips/missing.mp4\n")
+    proc = run_cli("run", "--model", str(artifact), "--json", str(folder), f"@{listing}")
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["video"]).name for r in results] == ["a.mp4", "b.mp4", "a.mp4", "missing.mp4"]
+    assert proc.returncode == 1 and results[3]["error"].endswith("no such file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_cli("run", "--model", str(artifact), str(empty)), "no video files")
+
+
+def test_default_model_offline_is_one_clear_line(real_videos: list[Path], tmp_path: Path) -> None:
+    proc = run_cli("run", str(real_videos[0]), env={"VTC_DEPLOY_CACHE": str(tmp_path)})
+    assert_one_line_error(proc, "default model", "--model")
+    assert not (tmp_path / "models" / "k400-zeroshot-ViT-B-32-openai-f8").exists()
+
+
+def test_table_output(artifact: Path, real_videos: list[Path]) -> None:
+    proc = run_cli("run", "--model", str(artifact), "--topk", "2", str(real_videos[0]))
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and lines[0] == str(real_videos[0]) and lines[1].lstrip().startswith("1. ")
+    assert len(lines) == 3 and "%" in lines[1]
