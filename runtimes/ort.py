@@ -41,7 +41,7 @@ class OrtBackend(Backend):
     """ONNX Runtime session over ``model.onnx``."""
 
     name = "onnxruntime"
-    OPTIONS = ("provider", "threads", "optimization", "trt_fp16", "onnx_path")
+    OPTIONS = ("provider", "threads", "optimization", "trt_fp16", "onnx_path", "spinning")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class OrtBackend(Backend):
         optimization: OptLevel = "all",
         trt_fp16: bool | None = None,
         onnx_path: str | None = None,
+        spinning: bool = True,
     ) -> None:
         super().__init__(artifact)
         if provider not in ("auto", *PROVIDERS):
@@ -63,6 +64,7 @@ class OrtBackend(Backend):
         self.optimization = optimization
         self.trt_fp16 = artifact.spec.precision == "fp16" if trt_fp16 is None else trt_fp16
         self.onnx_path = onnx_path or str(artifact.onnx_path)
+        self.spinning = spinning
         self._session: Any = None
         self.providers: list[str] = []
 
@@ -110,6 +112,8 @@ class OrtBackend(Backend):
         options.graph_optimization_level = levels[self.optimization]
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
+        if not self.spinning:  # idle intra-op threads sleep instead of spinning: the CPU goes to decoding threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: keep the user's stderr clean
         providers = self._choose_providers(ort)
         try:

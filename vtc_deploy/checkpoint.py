@@ -232,6 +232,9 @@ def save_checkpoint(path: str | Path, model: LoadedModel, *, meta: Mapping[str, 
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -215,7 +215,9 @@ class Classifier:
         finished: dict[int, VideoResult] = {}
         next_submit = 0
         next_emit = 0
-        ahead = max(2 * workers, 2)
+        # Videos in flight: a whole next batch (at least one view per video) plus one per worker, so that the
+        # workers prepare the next batch while the backend runs the current one.
+        ahead = batch + 2 * workers
 
         def flush(limit: int) -> None:
             while len(buffer) >= limit and buffer:
