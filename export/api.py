@@ -14,15 +14,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vtc_deploy.runtimes import create_backend
 
 from vtc_deploy import __version__
 from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
 from vtc_deploy.checkpoint import LoadedModel, load_model
-from vtc_deploy.errors import ParityError, UsageError
-from vtc_deploy.spec import ArtifactSpec, InputKind, ModelSpec, Precision, SamplingSpec
+from vtc_deploy.errors import ParityError, UsageError, VideoDecodeError
+from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.spec import ArtifactSpec, InputKind, ModelSpec, Precision, QuantizationSpec, SamplingSpec
 
 from .onnx_export import ExporterName, export_onnx, finalize_onnx
 from .parity import ParityReport, run_gate
+from .precision import ActivationType, CalibrationMethod, LayerNormMode, quantize_int8, to_fp16
 from .staging import staged_directory
 
 log = logging.getLogger("vtc_deploy.export")
@@ -85,13 +91,27 @@ def export_artifact(
     force: bool = False,
     verify: bool = True,
     videos: Sequence[str] = (),
+    calib: Sequence[str] = (),
+    calib_method: CalibrationMethod = "minmax",
+    calib_clips: int = 2,
+    int8_activations: ActivationType = "int8",
+    fp16_layernorm: LayerNormMode = "fp32",
 ) -> ExportResult:
     """Export ``ckpt`` to the artifact directory ``out``; raises ``ParityError`` (and writes nothing) when the gate
-    fails."""
+    fails.
+
+    ``precision``: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` (QDQ, calibrated on
+    ``calib_clips`` clips of each ``calib`` video through the real input path). ``fp16_layernorm`` other than
+    ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for measurements, not for shipping).
+    """
     if input_kind not in ("uint8", "float"):
         raise UsageError(f"--input must be uint8 or float, got {input_kind!r}")
-    if precision != "fp32":
-        raise UsageError(f"precision {precision!r} is not available yet; only fp32")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+    if precision == "int8" and not calib:
+        raise UsageError("--precision int8 needs --calib VIDEOS: real clips to calibrate the activation ranges")
+    if precision != "int8" and calib:
+        raise UsageError("--calib is only used with --precision int8")
     start = time.perf_counter()
     out = Path(out)
     from .staging import check_output_dir
@@ -111,13 +131,28 @@ def export_artifact(
         onnx_path = stage / "model.onnx"
         spec = build_spec(model, input_kind=input_kind, opset=opset, exporter="", precision=precision)
         log.info("exporting ONNX (opset %d, %s input)", opset, input_kind)
-        used = export_onnx(model.classifier, spec.input, onnx_path, opset=opset, exporter=exporter)
+        fp32_path = onnx_path if precision == "fp32" else stage / "model.fp32.onnx"
+        used = export_onnx(model.classifier, spec.input, fp32_path, opset=opset, exporter=exporter)
         spec = spec.replace(exporter=used)
+        if precision != "fp32":
+            quantization = _reduce_precision(
+                fp32_path,
+                onnx_path,
+                spec,
+                precision=precision,
+                calib=calib,
+                calib_method=calib_method,
+                calib_clips=calib_clips,
+                int8_activations=int8_activations,
+                fp16_layernorm=fp16_layernorm,
+            )
+            fp32_path.unlink()
+            spec = spec.replace(quantization=quantization)
         finalize_onnx(onnx_path, spec)
         spec = spec.replace(onnx_sha256=sha256_file(onnx_path))
         report = None
         if verify:
-            log.info("parity gate (PyTorch fp32 vs ONNX Runtime)")
+            log.info("parity gate (PyTorch fp32 vs ONNX Runtime, %s thresholds)", precision)
             report = run_gate(model.classifier, Artifact(stage, spec), videos=videos)
             (stage / PARITY).write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
             if not report.passed:
@@ -135,10 +170,58 @@ def export_artifact(
     return ExportResult(out=out, spec=spec, report=report, seconds=seconds)
 
 
+def _reduce_precision(
+    fp32_path: Path,
+    out_path: Path,
+    spec: ArtifactSpec,
+    *,
+    precision: Precision,
+    calib: Sequence[str],
+    calib_method: CalibrationMethod,
+    calib_clips: int,
+    int8_activations: ActivationType,
+    fp16_layernorm: LayerNormMode,
+) -> QuantizationSpec:
+    """The fp16 or int8 graph at ``out_path`` from the fp32 export at ``fp32_path``."""
+    import onnx
+
+    if precision == "fp16":
+        log.info("fp16 pass (LayerNorm %s)", fp16_layernorm)
+        model, quantization = to_fp16(onnx.load(str(fp32_path)), layernorm=fp16_layernorm)
+        onnx.save(model, str(out_path))
+        return quantization
+    batches: list[np.ndarray] = []
+    used = 0
+    for path in calib:
+        try:
+            views = read_views(
+                path, frames=spec.frames, input_spec=spec.input, rule=spec.sampling.rule, clips=calib_clips
+            )
+        except VideoDecodeError as exc:
+            log.warning("calibration: skipped %s", exc)
+            continue
+        used += 1
+        feed = graph_feed(views.video, spec.input)
+        batches.extend(feed[i : i + 1] for i in range(len(feed)))  # one clip per calibration batch
+    if not batches:
+        raise UsageError("none of the --calib videos could be read; int8 needs real clips to calibrate")
+    log.info("int8 calibration (%s) on %d clips of %d videos", calib_method, len(batches), used)
+    return quantize_int8(
+        fp32_path, out_path, batches, activations=int8_activations, method=calib_method, calibration_videos=used
+    )
+
+
 def verify_artifact(
-    root: str | Path, *, videos: Sequence[str] = (), ckpt: str | None = None, clip: str | None = None
+    root: str | Path,
+    *,
+    videos: Sequence[str] = (),
+    ckpt: str | None = None,
+    clip: str | None = None,
+    backend: str = "onnxruntime",
+    **backend_options: Any,
 ) -> ParityReport:
-    """Rebuild the PyTorch model named in the manifest (or ``ckpt``) and run the parity gate on the artifact."""
+    """Rebuild the PyTorch model named in the manifest (or ``ckpt``) and run the parity gate on the artifact with
+    ``backend`` (ONNX Runtime on the CPU by default; ``tensorrt`` or ``provider="cuda"`` on a GPU)."""
     artifact = Artifact.open(root)
     spec = artifact.spec
     source = spec.source
@@ -152,4 +235,7 @@ def verify_artifact(
     model = load_model(
         ckpt, clip=clip_arg or None, classes=list(spec.classes), templates=list(spec.templates), frames=spec.frames
     )
-    return run_gate(model.classifier, artifact, videos=videos)
+    runner = create_backend(
+        backend, artifact, **({"provider": "cpu"} | backend_options if backend == "onnxruntime" else backend_options)
+    )
+    return run_gate(model.classifier, artifact, videos=videos, backend=runner)

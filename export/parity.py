@@ -5,11 +5,16 @@ at batch sizes other than the export batch, and real videos through the full inp
 preprocess) -- and the report written to ``parity.json``.
 Imports: torch, numpy, vtc_deploy (the backend is the runtime's own, so the gate tests the path users run).
 
-Statistics (reference = PyTorch, test = backend), worst case over samples:
-``max_abs_logit`` max |delta logit|; ``min_cosine`` min cosine between embeddings; ``top1_agreement`` share of samples
-whose top-1 agrees (a test top-1 whose reference logit is within 1e-4 of the reference maximum counts as agreeing: a
-numerical tie is not a disagreement); ``top5_agreement`` mean overlap of the top-5 sets; ``max_kl``
+Statistics (reference = PyTorch, test = backend), worst case over samples: ``max_abs_logit`` max |delta logit|;
+``min_cosine`` min cosine between embeddings; ``top1_agreement`` share of samples whose top-1 agrees (a test top-1 whose
+reference logit is within ``TIE[precision]`` of the reference maximum counts as agreeing; exact-argmax agreement is
+reported too, as ``top1_agreement_strict``); ``top5_agreement`` mean overlap of the top-5 sets; ``max_kl``
 KL(p_ref || p_test) of the softmax probabilities.
+
+ONNX Runtime on a CPU is not a faithful fp16 machine: where it has no fp16 kernel (x86 MatMul/Gemm/Conv) it computes
+in fp32 and does not round the result to fp16 (measured: 1 + 2048 gives 2049). A CPU gate of an fp16 graph therefore
+sees the fp16 weights and fp16 island inputs but not fp16 arithmetic; the authoritative fp16 check runs on the target:
+``vtc-deploy verify DIR --backend tensorrt`` (or ``--provider cuda``) on the GPU.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "fp16": {"min_cosine": 0.999, "top1_agreement": 0.99},
     "int8": {"min_cosine": 0.99, "top1_agreement": 0.98},
 }
-TIE = 1e-4
+# A test top-1 whose reference logit is within TIE of the reference maximum is not a disagreement: the reference itself
+# barely prefers its own choice (0.1 logit = the reference gives it at most 10.5 % more probability). Exact-argmax
+# agreement is reported beside it as top1_agreement_strict.
+TIE: dict[str, float] = {"fp32": 1e-4, "fp16": 0.05, "int8": 0.1}
 RANDOM_BATCHES = (1, 3)  # the export batch is 2
 
 
@@ -56,12 +64,15 @@ class Stats:
     top5_agreement: float
     max_kl: float
     mean_kl: float
+    top1_agreement_strict: float = 1.0
+    min_top1_margin: float = 0.0  # smallest reference gap between its top-1 and top-2 logits
 
 
 @dataclass
 class ParityReport:
     precision: Precision
     thresholds: dict[str, float]
+    tie: float
     groups: list[Stats]
     overall: Stats
     passed: bool
@@ -83,7 +94,7 @@ class ParityReport:
             max_kl=o.max_kl,
             samples=o.samples,
             videos=len(self.videos),
-            thresholds=dict(self.thresholds),
+            thresholds={**self.thresholds, "top1_tie_logit": self.tie},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,8 +103,9 @@ class ParityReport:
     def headline(self) -> str:
         o = self.overall
         return (
-            f"max|dlogit| {o.max_abs_logit:.3g}, min cos {o.min_cosine:.7f}, top-1 {o.top1_agreement:.1%}, "
-            f"top-5 {o.top5_agreement:.1%}, max KL {o.max_kl:.3g} over {o.samples} samples"
+            f"max|dlogit| {o.max_abs_logit:.3g}, min cos {o.min_cosine:.7f}, top-1 {o.top1_agreement:.1%} "
+            f"(strict {o.top1_agreement_strict:.1%}), top-5 {o.top5_agreement:.1%}, max KL {o.max_kl:.3g} over "
+            f"{o.samples} samples"
         )
 
 
@@ -103,15 +115,16 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def compare(name: str, ref: GraphOutputs, test: GraphOutputs) -> Stats:
-    """Error statistics of ``test`` against ``ref`` (same inputs, same order)."""
+def compare(name: str, ref: GraphOutputs, test: GraphOutputs, tie: float = TIE["fp32"]) -> Stats:
+    """Error statistics of ``test`` against ``ref`` (same inputs, same order); ``tie`` see ``TIE``."""
     dl = np.abs(ref.logits.astype(np.float64) - test.logits)  # [N, C]
     e1, e2 = ref.embedding.astype(np.float64), test.embedding.astype(np.float64)
     cos = (e1 * e2).sum(-1) / (np.linalg.norm(e1, axis=-1) * np.linalg.norm(e2, axis=-1))  # [N]
     ref_top1 = ref.logits.argmax(-1)
     test_top1 = test.logits.argmax(-1)
     rows = np.arange(len(ref_top1))
-    agree = (ref_top1 == test_top1) | (ref.logits[rows, test_top1] >= ref.logits[rows, ref_top1] - TIE)
+    agree = (ref_top1 == test_top1) | (ref.logits[rows, test_top1] >= ref.logits[rows, ref_top1] - tie)
+    top2 = np.sort(ref.logits, -1)[:, -2:] if ref.logits.shape[1] > 1 else np.zeros((len(rows), 2))
     k = min(5, ref.logits.shape[1])
     top5_ref, top5_test = np.argsort(-ref.logits, -1)[:, :k], np.argsort(-test.logits, -1)[:, :k]
     overlap = [len(set(a) & set(b)) / k for a, b in zip(top5_ref, top5_test, strict=True)]
@@ -127,6 +140,8 @@ def compare(name: str, ref: GraphOutputs, test: GraphOutputs) -> Stats:
         top5_agreement=float(np.mean(overlap)),
         max_kl=float(kl.max()),
         mean_kl=float(kl.mean()),
+        top1_agreement_strict=float((ref_top1 == test_top1).mean()),
+        min_top1_margin=float((top2[:, 1] - top2[:, 0]).min()),
     )
 
 
@@ -142,6 +157,8 @@ def merge(name: str, groups: Sequence[Stats]) -> Stats:
         top5_agreement=sum(g.top5_agreement * g.samples for g in groups) / n,
         max_kl=max(g.max_kl for g in groups),
         mean_kl=sum(g.mean_kl * g.samples for g in groups) / n,
+        top1_agreement_strict=sum(g.top1_agreement_strict * g.samples for g in groups) / n,
+        min_top1_margin=min(g.min_top1_margin for g in groups),
     )
 
 
@@ -190,6 +207,7 @@ def run_gate(
     """Compare PyTorch with ``backend`` (default: ONNX Runtime on the CPU) on random and real inputs."""
     spec = artifact.spec
     thresholds = THRESHOLDS[spec.precision]
+    tie = TIE[spec.precision]
     runner = backend or create_backend("onnxruntime", artifact, provider="cpu")
     groups: list[Stats] = []
     rng = np.random.default_rng(seed)
@@ -198,7 +216,7 @@ def run_gate(
     with runner:
         for b in batches:
             feed = random_feed(spec, b, rng)
-            groups.append(compare(f"random batch {b}", torch_outputs(classifier, feed, spec), runner.infer(feed)))
+            groups.append(compare(f"random batch {b}", torch_outputs(classifier, feed, spec), runner.infer(feed), tie))
             log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
         feeds = []
         for path in videos:
@@ -219,7 +237,9 @@ def run_gate(
             used.append(str(path))
         if feeds:
             feed = np.concatenate(feeds)  # [sum V, ...] one batch through the real input path
-            groups.append(compare(f"videos ({len(used)})", torch_outputs(classifier, feed, spec), runner.infer(feed)))
+            groups.append(
+                compare(f"videos ({len(used)})", torch_outputs(classifier, feed, spec), runner.infer(feed), tie)
+            )
             log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
         described = runner.describe()
     overall = merge("overall", groups)
@@ -228,6 +248,7 @@ def run_gate(
     return ParityReport(
         precision=spec.precision,
         thresholds=thresholds,
+        tie=tie,
         groups=groups,
         overall=overall,
         passed=not failures,

@@ -90,6 +90,7 @@ class OrtBackend(Backend):
                         name,
                         {
                             "trt_fp16_enable": bool(self.trt_fp16),
+                            "trt_int8_enable": self.artifact.spec.precision == "int8",  # Q/DQ scales in the graph
                             "trt_engine_cache_enable": True,
                             "trt_engine_cache_path": str(cache),
                             "trt_timing_cache_enable": True,

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from vtc_deploy.errors import VtcError
-from vtc_deploy.spec import InputKind
+from vtc_deploy.spec import InputKind, Precision
 from vtc_deploy.video import DecoderName
 
 if TYPE_CHECKING:
     from vtc_deploy.export.onnx_export import ExporterName
+    from vtc_deploy.export.precision import ActivationType, CalibrationMethod
 else:
     ExporterName = str
 
@@ -86,6 +87,25 @@ def cli(quiet: bool, verbose: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Run the parity gate.")
 @click.option("--videos", multiple=True, help="Real videos for the parity gate (repeatable; files, dirs, @list.txt).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="fp16: encoder matrix work in fp16, LayerNorm/softmax/normalise/classifier fp32. int8: Q/DQ on "
+    "the encoder's linear layers, calibrated on --calib.",
+)
+@click.option("--calib", multiple=True, help="int8: videos to calibrate on (repeatable; files, dirs, @list.txt).")
+@click.option(
+    "--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True
+)
+@click.option(
+    "--int8-activations",
+    type=click.Choice(["int8", "uint8"]),
+    default="int8",
+    show_default=True,
+    help="int8: symmetric (TensorRT) or uint8 asymmetric (fastest on x86 ONNX Runtime; not for TensorRT).",
+)
 def export(
     ckpt: str,
     clip_: str | None,
@@ -99,6 +119,10 @@ def export(
     force: bool,
     verify: bool,
     videos: tuple[str, ...],
+    precision: str,
+    calib: tuple[str, ...],
+    calib_method: str,
+    int8_activations: str,
 ) -> None:
     """Export a checkpoint to an artifact directory (model.onnx + manifest.json + parity.json)."""
     from vtc_deploy.export import export_artifact
@@ -117,6 +141,10 @@ def export(
         force=force,
         verify=verify,
         videos=expand_inputs(list(videos)),
+        precision=cast(Precision, precision),
+        calib=expand_inputs(list(calib)),
+        calib_method=cast("CalibrationMethod", calib_method),
+        int8_activations=cast("ActivationType", int8_activations),
     )
     click.echo(str(result.out))
 
@@ -126,12 +154,31 @@ def export(
 @click.option("--videos", multiple=True, help="Real videos for the check (repeatable; files, dirs, @list.txt).")
 @click.option("--ckpt", default=None, help="The checkpoint, if it moved since the export.")
 @click.option("--clip", "clip_", default=None, help="Base CLIP weights, if they moved since the export.")
-def verify(model_dir: Path, videos: tuple[str, ...], ckpt: str | None, clip_: str | None) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default="onnxruntime",
+    show_default=True,
+    help="The engine checked against PyTorch (tensorrt: on this GPU, building the engine if needed).",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime execution provider.",
+)
+def verify(
+    model_dir: Path, videos: tuple[str, ...], ckpt: str | None, clip_: str | None, backend: str, provider: str
+) -> None:
     """Run the parity gate again on an artifact; prints the report as JSON."""
     from vtc_deploy.export import verify_artifact
     from vtc_deploy.inputs import expand_inputs
 
-    report = verify_artifact(model_dir, videos=expand_inputs(list(videos)), ckpt=ckpt, clip=clip_)
+    options = {"provider": provider} if backend == "onnxruntime" else {}
+    report = verify_artifact(
+        model_dir, videos=expand_inputs(list(videos)), ckpt=ckpt, clip=clip_, backend=backend, **options
+    )
     click.echo(json.dumps(report.to_dict(), indent=2))
     if not report.passed:
         raise VtcError(f"{model_dir}: parity failed: {'; '.join(report.failures)}")
@@ -186,6 +233,8 @@ def run(
     if model_dir is None:
         model_dir = ensure_default_model()
     options: dict[str, Any] = {"threads": threads} if threads else {}
+    if backend in ("tensorrt", "auto"):  # the engine profile covers the batch size asked for
+        options["profile"] = f"1:{batch}:{max(batch, 16)}"
     show_bar = progress if progress is not None else len(items) > 1
     failed = 0
     with (
@@ -231,6 +280,36 @@ def _format_result(result: Any) -> str:
         f"  {rank}. {p.label:<{width}}  {p.prob:6.1%}  (logit {p.logit:.2f})" for rank, p in enumerate(result.topk, 1)
     ]
     return "\n".join(lines)
+
+
+@cli.command("build-engine")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--batch", "profile", default="1:4:16", show_default=True, help="Optimisation profile MIN:OPT:MAX.")
+@click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace in GB.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TensorRT timing cache file, read and updated (speeds up later builds).",
+)
+@click.option("--device", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")
+def build_engine_cmd(
+    model_dir: Path, profile: str, workspace: float, timing_cache: Path | None, device: int, force: bool
+) -> None:
+    """Build (or find in the cache) the TensorRT engine of an artifact for this GPU; prints the plan's path."""
+    from vtc_deploy.artifact import Artifact
+    from vtc_deploy.export.engine import EngineProfile, build_engine
+
+    info = build_engine(
+        Artifact.open(model_dir),
+        profile=EngineProfile.parse(profile),
+        workspace_gb=workspace,
+        timing_cache=timing_cache,
+        device=device,
+        force=force,
+    )
+    click.echo(str(info.plan))
 
 
 @cli.command()

@@ -132,6 +132,22 @@ class ParitySummary:
 
 
 @dataclass(frozen=True)
+class QuantizationSpec:
+    """How a reduced-precision graph was made from the fp32 export (absent for fp32)."""
+
+    scheme: str  # "fp16 islands" or "int8 QDQ"
+    scope: str = "classifier.visual"  # the module whose matrix work runs in reduced precision
+    fp16_ops: tuple[str, ...] = ()
+    int8_ops: tuple[str, ...] = ()
+    activations: str = ""  # int8: "int8" (symmetric, TensorRT) or "uint8" (asymmetric, ONNX Runtime CPU only)
+    per_channel: bool = False
+    calibration: str = ""  # minmax, percentile, entropy
+    calibration_videos: int = 0
+    calibration_samples: int = 0
+    nodes: int = 0  # nodes converted or quantized
+
+
+@dataclass(frozen=True)
 class ArtifactSpec:
     """Everything a runtime needs to feed and read the graph, and where it came from."""
 
@@ -146,6 +162,7 @@ class ArtifactSpec:
     opset: int = 17
     exporter: str = ""
     precision: Precision = "fp32"
+    quantization: QuantizationSpec | None = None
     inputs: tuple[str, ...] = ("video",)
     outputs: tuple[str, ...] = ("logits", "embedding", "feature_norm")
     onnx_file: str = "model.onnx"
