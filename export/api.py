@@ -24,10 +24,20 @@ from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
 from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ParityError, UsageError, VideoDecodeError
 from vtc_deploy.inputs import graph_feed, read_views
-from vtc_deploy.spec import ArtifactSpec, InputKind, ModelSpec, Precision, QuantizationSpec, SamplingSpec
+from vtc_deploy.spec import (
+    ArtifactSpec,
+    InputKind,
+    ModelSpec,
+    Precision,
+    QuantizationSpec,
+    SamplingSpec,
+    StreamingSpec,
+    TextSpec,
+)
 
-from .onnx_export import ExporterName, export_onnx, finalize_onnx
-from .parity import ParityReport, run_gate
+from .graph import finalize_onnx
+from .onnx_export import ExporterName, export_onnx, export_streaming, export_text
+from .parity import ParityReport, check_streaming, check_text, run_gate
 from .precision import ActivationType, CalibrationMethod, LayerNormMode, quantize_int8, to_fp16
 from .staging import staged_directory
 
@@ -96,6 +106,8 @@ def export_artifact(
     calib_clips: int = 2,
     int8_activations: ActivationType = "int8",
     fp16_layernorm: LayerNormMode = "fp32",
+    text: bool = True,
+    streaming: bool = False,
 ) -> ExportResult:
     """Export ``ckpt`` to the artifact directory ``out``; raises ``ParityError`` (and writes nothing) when the gate
     fails.
@@ -103,6 +115,8 @@ def export_artifact(
     ``precision``: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` (QDQ, calibrated on
     ``calib_clips`` clips of each ``calib`` video through the real input path). ``fp16_layernorm`` other than
     ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for measurements, not for shipping).
+    ``text`` adds ``text.onnx`` (new classes without torch: ``rebake``, ``run --classes``); ``streaming`` adds
+    ``frames.onnx`` + ``head.onnx`` (sliding windows that encode each frame once).
     """
     if input_kind not in ("uint8", "float"):
         raise UsageError(f"--input must be uint8 or float, got {input_kind!r}")
@@ -130,6 +144,8 @@ def export_artifact(
     with staged_directory(out, force=force) as stage:
         onnx_path = stage / "model.onnx"
         spec = build_spec(model, input_kind=input_kind, opset=opset, exporter="", precision=precision)
+        if text:
+            spec = _export_text(model, spec, stage, opset=opset, exporter=exporter)
         log.info("exporting ONNX (opset %d, %s input)", opset, input_kind)
         fp32_path = onnx_path if precision == "fp32" else stage / "model.fp32.onnx"
         used = export_onnx(model.classifier, spec.input, fp32_path, opset=opset, exporter=exporter)
@@ -148,12 +164,31 @@ def export_artifact(
             )
             fp32_path.unlink()
             spec = spec.replace(quantization=quantization)
+        if streaming:
+            spec = spec.replace(
+                streaming=_export_streaming(
+                    model,
+                    spec,
+                    stage,
+                    opset=opset,
+                    exporter=exporter,
+                    precision=precision,
+                    calib=calib,
+                    calib_clips=calib_clips,
+                    calib_method=calib_method,
+                    int8_activations=int8_activations,
+                )
+            )
         finalize_onnx(onnx_path, spec)
         spec = spec.replace(onnx_sha256=sha256_file(onnx_path))
         report = None
         if verify:
             log.info("parity gate (PyTorch fp32 vs ONNX Runtime, %s thresholds)", precision)
             report = run_gate(model.classifier, Artifact(stage, spec), videos=videos)
+            if spec.text is not None:
+                report.add("text", *check_text(model.clip, model.classifier, Artifact(stage, spec)))
+            if spec.streaming is not None:
+                report.add("streaming", *check_streaming(model.classifier, Artifact(stage, spec)))
             (stage / PARITY).write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
             if not report.passed:
                 raise ParityError(
@@ -170,6 +205,74 @@ def export_artifact(
     return ExportResult(out=out, spec=spec, report=report, seconds=seconds)
 
 
+def _export_text(
+    model: LoadedModel, spec: ArtifactSpec, stage: Path, *, opset: int, exporter: ExporterName
+) -> ArtifactSpec:
+    """Write ``text.onnx`` and bake the class embeddings it computes (so that a fresh export, ``rebake`` and
+    ``run --classes`` share one text path), provided they agree with the model's own (cosine >= 0.99999); class
+    embeddings that do not come from the text tower (learned prompts) are kept as they are."""
+    import torch
+
+    from vtc_deploy.vocab import TextEncoder
+
+    log.info("exporting text.onnx (the text tower, for new classes without torch)")
+    path = stage / TextSpec.file
+    export_text(model.clip, path, opset=opset, exporter=exporter)
+    finalize_onnx(path, spec, role="text")
+    spec = spec.replace(text=TextSpec(sha256=sha256_file(path), context_length=int(model.clip.context_length)))
+    ours = TextEncoder(Artifact(stage, spec)).class_embeddings(spec.classes, spec.templates)  # [C, D]
+    own = model.classifier.class_embeddings.numpy()
+    agreement = float((ours * own).sum(-1).min())
+    if agreement >= 0.99999:
+        model.classifier.set_class_embeddings(torch.from_numpy(ours))
+    else:
+        log.warning(
+            "the model's class embeddings are not its text tower's (min cosine %.5f); they are kept, but "
+            "rebake and run --classes will use text.onnx",
+            agreement,
+        )
+    return spec
+
+
+def _export_streaming(
+    model: LoadedModel,
+    spec: ArtifactSpec,
+    stage: Path,
+    *,
+    opset: int,
+    exporter: ExporterName,
+    precision: Precision,
+    calib: Sequence[str],
+    calib_clips: int,
+    calib_method: CalibrationMethod,
+    int8_activations: ActivationType,
+) -> StreamingSpec:
+    """``frames.onnx`` (in the artifact's precision) and ``head.onnx`` (fp32, like the head in every precision)."""
+    names = StreamingSpec()
+    frames_path, head_path = stage / names.frames_file, stage / names.head_file
+    log.info("exporting frames.onnx + head.onnx (streaming split)")
+    fp32_frames = frames_path if precision == "fp32" else stage / "frames.fp32.onnx"
+    export_streaming(model.classifier, spec.input, fp32_frames, head_path, opset=opset, exporter=exporter)
+    if precision != "fp32":
+        _reduce_precision(
+            fp32_frames,
+            frames_path,
+            spec,
+            precision=precision,
+            calib=calib,
+            calib_method=calib_method,
+            calib_clips=calib_clips,
+            int8_activations=int8_activations,
+            fp16_layernorm="fp32",
+            input_name="frames",
+            per_frame=True,
+        )
+        fp32_frames.unlink()
+    finalize_onnx(frames_path, spec, role="frames")
+    finalize_onnx(head_path, spec, role="head")
+    return StreamingSpec(frames_sha256=sha256_file(frames_path), head_sha256=sha256_file(head_path))
+
+
 def _reduce_precision(
     fp32_path: Path,
     out_path: Path,
@@ -181,8 +284,11 @@ def _reduce_precision(
     calib_clips: int,
     int8_activations: ActivationType,
     fp16_layernorm: LayerNormMode,
+    input_name: str = "video",
+    per_frame: bool = False,
 ) -> QuantizationSpec:
-    """The fp16 or int8 graph at ``out_path`` from the fp32 export at ``fp32_path``."""
+    """The fp16 or int8 graph at ``out_path`` from the fp32 export at ``fp32_path`` (``per_frame``: a graph whose
+    input is single frames, calibrated on the frames of the same clips)."""
     import onnx
 
     if precision == "fp16":
@@ -201,13 +307,22 @@ def _reduce_precision(
             log.warning("calibration: skipped %s", exc)
             continue
         used += 1
-        feed = graph_feed(views.video, spec.input)
-        batches.extend(feed[i : i + 1] for i in range(len(feed)))  # one clip per calibration batch
+        feed = graph_feed(views.video, spec.input)  # [V, T, ...]
+        if per_frame:
+            batches.append(feed.reshape(-1, *feed.shape[2:]))  # all frames of the video's clips in one batch
+        else:
+            batches.extend(feed[i : i + 1] for i in range(len(feed)))  # one clip per calibration batch
     if not batches:
         raise UsageError("none of the --calib videos could be read; int8 needs real clips to calibrate")
     log.info("int8 calibration (%s) on %d clips of %d videos", calib_method, len(batches), used)
     return quantize_int8(
-        fp32_path, out_path, batches, activations=int8_activations, method=calib_method, calibration_videos=used
+        fp32_path,
+        out_path,
+        batches,
+        input_name=input_name,
+        activations=int8_activations,
+        method=calib_method,
+        calibration_videos=used,
     )
 
 

@@ -1,7 +1,7 @@
 """torch -> ONNX for the video classifier, with the class embeddings baked in as a graph constant.
 
-Owns: ``GraphModule`` (the exported computation: input handling + ``VideoTextClassifier``), ``export_onnx`` and
-``finalize_onnx``.
+Owns: ``GraphModule`` (the exported computation: input handling + ``VideoTextClassifier``), ``export_onnx``,
+``export_text`` and ``export_streaming`` (post-processing is in ``graph``, which needs no torch).
 Imports: torch, onnx (lazily), vtc_deploy.
 
 Graph I/O (ARCHITECTURE.md): input ``video`` ``uint8 [B, T, H, W, 3]`` RGB (cast, /255, mean/std and the layout change
@@ -28,7 +28,7 @@ from torch import nn
 
 from vtc_deploy.errors import ExportError, UsageError
 from vtc_deploy.model import VideoTextClassifier
-from vtc_deploy.spec import ONNX_METADATA_KEY, ArtifactSpec, InputSpec
+from vtc_deploy.spec import InputSpec
 
 ExporterName = Literal["auto", "torchscript", "dynamo"]
 INPUT_NAME = "video"
@@ -99,11 +99,110 @@ def export_onnx(
     opset: int = 17,
     exporter: ExporterName = "auto",
 ) -> str:
-    """Write the fp32 graph to ``path``; returns a description of the exporter used (for the manifest)."""
-    kind = resolve_exporter(exporter, opset)
+    """Write the fp32 video graph to ``path``; returns a description of the exporter used (for the manifest)."""
     module = GraphModule(classifier.float(), input_spec)
     example = dummy_input(input_spec, classifier.frames, EXPORT_BATCH)
-    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    return _export(module, example, path, INPUT_NAME, OUTPUT_NAMES, opset=opset, exporter=exporter)
+
+
+class TextGraph(nn.Module):
+    """``text.onnx``: CLIP tokens ``int64 [N, L]`` -> L2-normalised text embeddings ``float32 [N, D]``."""
+
+    def __init__(self, clip_model: Any) -> None:
+        super().__init__()
+        self.clip = clip_model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.clip.encode_text(tokens, normalize=True)
+        return out
+
+
+class FrameGraph(nn.Module):
+    """``frames.onnx``: frames ``uint8 [N, S, S, 3]`` (or normalised ``float32 [N, 3, S, S]``) -> frame embeddings
+    ``float32 [N, D]`` (the per-frame encoder output the temporal head takes, not normalised)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, classifier: VideoTextClassifier, input_spec: InputSpec) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.kind = input_spec.kind
+        self.register_buffer("mean", torch.tensor(input_spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(input_spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.kind == "uint8":  # [N, S, S, 3] uint8 -> [N, 3, S, S] normalised, as preprocess.to_float
+            x = frames.permute(0, 3, 1, 2).float() / 255.0
+            frames = (x - self.mean) / self.std
+        out: torch.Tensor = self.classifier.visual(frames)
+        return out
+
+
+class HeadGraph(nn.Module):
+    """``head.onnx``: frame embeddings ``float32 [B, T, D]`` -> logits, embedding, feature_norm."""
+
+    def __init__(self, classifier: VideoTextClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, frame_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.classifier.score(self.classifier.fuse(frame_embeddings))
+
+
+def export_text(clip_model: Any, path: Path, *, opset: int = 17, exporter: ExporterName = "auto") -> str:
+    """Write ``text.onnx`` (the CLIP text tower with its projection and normalisation)."""
+    from vtc_deploy.tokenizer import tokenize
+
+    example = torch.from_numpy(tokenize(["a video of a person running.", "x"], int(clip_model.context_length)))
+    return _export(
+        TextGraph(clip_model.float()), example, path, "tokens", ("text_embedding",), opset=opset, exporter=exporter
+    )
+
+
+def export_streaming(
+    classifier: VideoTextClassifier,
+    input_spec: InputSpec,
+    frames_path: Path,
+    head_path: Path,
+    *,
+    opset: int = 17,
+    exporter: ExporterName = "auto",
+) -> None:
+    """Write ``frames.onnx`` and ``head.onnx``, which compose to the video graph."""
+    s = input_spec.size
+    gen = torch.Generator().manual_seed(0)
+    frames = (
+        torch.randint(0, 256, (EXPORT_BATCH, s, s, 3), dtype=torch.uint8, generator=gen)
+        if input_spec.kind == "uint8"
+        else torch.randn((EXPORT_BATCH, 3, s, s), generator=gen)
+    )
+    _export(
+        FrameGraph(classifier.float(), input_spec),
+        frames,
+        frames_path,
+        "frames",
+        ("frame_embedding",),
+        opset=opset,
+        exporter=exporter,
+    )
+    width = int(classifier.class_embeddings.shape[1])
+    feats = torch.randn((EXPORT_BATCH, classifier.frames, width), generator=gen)
+    _export(HeadGraph(classifier), feats, head_path, "frame_embeddings", OUTPUT_NAMES, opset=opset, exporter=exporter)
+
+
+def _export(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_names: tuple[str, ...],
+    *,
+    opset: int,
+    exporter: ExporterName,
+) -> str:
+    """torch.onnx.export with batch as the only dynamic axis, under ``export_mode``."""
+    kind = resolve_exporter(exporter, opset)
     try:
         with export_mode(module), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter; the parity gate is the real check
@@ -114,23 +213,22 @@ def export_onnx(
                     str(path),
                     dynamo=False,
                     opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    dynamic_axes=dynamic,
+                    input_names=[input_name],
+                    output_names=list(output_names),
                     do_constant_folding=True,
+                    dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)},
                 )
             else:
-                batch = torch.export.Dim("batch", min=1, max=4096)
                 program = torch.onnx.export(
                     module,
                     (example,),
                     dynamo=True,
                     opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    dynamic_shapes={"video": {0: batch}},
+                    input_names=[input_name],
+                    output_names=list(output_names),
                     optimize=True,
                     verbose=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
                 )
                 if program is None:
                     raise ExportError("the dynamo exporter returned no program")
@@ -139,58 +237,5 @@ def export_onnx(
         raise
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
-        raise ExportError(f"torch.onnx.export ({kind}) failed: {type(exc).__name__}: {text}") from None
+        raise ExportError(f"torch.onnx.export ({kind}) of {path.name} failed: {type(exc).__name__}: {text}") from None
     return f"torch.onnx {kind} (torch {torch.__version__})"
-
-
-def finalize_onnx(path: Path, spec: ArtifactSpec) -> None:
-    """Pin the output shapes, embed the manifest JSON under ``vtc_deploy.spec`` (merging other metadata), save the
-    model and run ``onnx.checker`` with full shape inference."""
-    import onnx
-
-    model = onnx.load(str(path))
-    known = {"logits": [spec.num_classes], "embedding": [spec.model.embed_dim], "feature_norm": []}
-    for output in model.graph.output:  # the TorchScript exporter leaves e.g. the embedding width symbolic
-        dims = output.type.tensor_type.shape.dim
-        for dim, value in zip(list(dims)[1:], known.get(output.name, []), strict=False):
-            dim.ClearField("dim_param")
-            dim.dim_value = value
-    props = {p.key: p.value for p in model.metadata_props}  # set_model_props replaces everything: merge first
-    props[ONNX_METADATA_KEY] = spec.to_json(indent=None)
-    onnx.helper.set_model_props(model, props)
-    model.producer_name = "vtc-deploy"
-    model.producer_version = spec.package_version
-    model.doc_string = f"{spec.model.architecture} video classifier, {spec.num_classes} classes, T={spec.frames}"
-    onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:  # onnx.checker.ValidationError, InferenceError
-        raise ExportError(f"onnx.checker rejected the graph: {' '.join(str(exc).split())[:300]}") from None
-
-
-def read_spec_metadata(path: Path) -> ArtifactSpec:
-    """The spec embedded in an ONNX file, read through ``ArtifactSpec.from_json``."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    if ONNX_METADATA_KEY not in props:
-        raise ExportError(f"{path} has no {ONNX_METADATA_KEY} metadata")
-    return ArtifactSpec.from_json(props[ONNX_METADATA_KEY], where=f"{path}:{ONNX_METADATA_KEY}")
-
-
-def graph_summary(path: Path) -> dict[str, Any]:
-    """Inputs/outputs with their shapes and dtypes and the opset, as recorded in the file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def dims(value_info: Any) -> list[Any]:
-        return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-    return {
-        "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-        "inputs": {i.name: dims(i) for i in model.graph.input},
-        "outputs": {o.name: dims(o) for o in model.graph.output},
-        "nodes": len(model.graph.node),
-    }

@@ -81,6 +81,13 @@ class ParityReport:
     videos: list[str] = field(default_factory=list)
     skipped_videos: list[str] = field(default_factory=list)
     note: str = ""
+    extra: dict[str, dict[str, float]] = field(default_factory=dict)  # text graph, streaming split
+
+    def add(self, name: str, stats: dict[str, float], failures: list[str]) -> None:
+        """Fold the result of an additional check (text graph, streaming graphs) into the report."""
+        self.extra[name] = stats
+        self.failures.extend(f"{name}: {f}" for f in failures)
+        self.passed = not self.failures
 
     def summary(self) -> ParitySummary:
         o = self.overall
@@ -265,3 +272,55 @@ def _short(s: Stats) -> str:
         f"max|dlogit| {s.max_abs_logit:.2e} min cos {s.min_cosine:.7f} top-1 {s.top1_agreement:.0%} "
         f"top-5 {s.top5_agreement:.0%}"
     )
+
+
+@torch.no_grad()
+def check_text(
+    clip_model: Any, classifier: VideoTextClassifier, artifact: Artifact
+) -> tuple[dict[str, float], list[str]]:
+    """``text.onnx`` (tokenizer + ONNX Runtime, torch-free) against open_clip on every class prompt, and the class
+    embeddings it rebuilds against the ones baked into the video graph."""
+    from vtc_deploy.labels import fill_template
+    from vtc_deploy.text_classifier import tokenize as torch_tokenize
+    from vtc_deploy.vocab import TextEncoder, combine_templates
+
+    spec = artifact.spec
+    encoder = TextEncoder(artifact)
+    prompts = [fill_template(t, c) for t in spec.templates for c in spec.classes]
+    ours = encoder.encode(prompts)  # [K*C, D]
+    ref = torch.nn.functional.normalize(
+        clip_model.encode_text(torch_tokenize(prompts, encoder.context_length)).float(), dim=-1
+    ).numpy()
+    rebuilt = combine_templates(ours.reshape(len(spec.templates), len(spec.classes), -1))
+    baked = classifier.class_embeddings.numpy()
+    stats = {
+        "prompts": float(len(prompts)),
+        "max_abs": float(np.abs(ours - ref).max()),
+        "min_cosine": float((ours * ref).sum(-1).min()),
+        "class_embedding_min_cosine": float((rebuilt * baked).sum(-1).min()),
+    }
+    failures = [
+        f"{k} {stats[k]:.7f} < 0.99999" for k in ("min_cosine", "class_embedding_min_cosine") if stats[k] < 0.99999
+    ]
+    return stats, failures
+
+
+def check_streaming(
+    classifier: VideoTextClassifier, artifact: Artifact, *, batch: int = 3, seed: int = 1
+) -> tuple[dict[str, float], list[str]]:
+    """``frames.onnx`` then ``head.onnx`` (ONNX Runtime) against PyTorch on random clips, with the precision's
+    thresholds: the streaming split must compute what the video graph computes."""
+    from vtc_deploy.runtimes.ort import import_onnxruntime
+
+    spec = artifact.spec
+    assert spec.streaming is not None
+    ort = import_onnxruntime()
+    frames = ort.InferenceSession(str(artifact.root / spec.streaming.frames_file), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(artifact.root / spec.streaming.head_file), providers=["CPUExecutionProvider"])
+    feed = random_feed(spec, batch, np.random.default_rng(seed))  # [B, T, ...]
+    per_frame = frames.run(["frame_embedding"], {"frames": feed.reshape(-1, *feed.shape[2:])})[0]  # [B*T, D]
+    logits, emb, norm = head.run(None, {"frame_embeddings": per_frame.reshape(batch, spec.frames, -1)})
+    stats = compare(
+        "streaming", torch_outputs(classifier, feed, spec), GraphOutputs(logits, emb, norm), TIE[spec.precision]
+    )
+    return dataclasses.asdict(stats), judge(stats, THRESHOLDS[spec.precision])

@@ -68,60 +68,16 @@ class OrtBackend(Backend):
         self._session: Any = None
         self.providers: list[str] = []
 
-    def _choose_providers(self, ort: Any) -> list[Any]:
-        available = list(ort.get_available_providers())
-        if self.provider == "auto":
-            names = [PROVIDERS[p] for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in available]
-        else:
-            wanted = PROVIDERS[self.provider]
-            if wanted not in available:
-                raise BackendUnavailable(
-                    f"ONNX Runtime provider {self.provider!r} ({wanted}) is not in this build; available: "
-                    f"{', '.join(available)}"
-                )
-            names = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
-        chosen: list[Any] = []
-        for name in names:
-            if name == "TensorrtExecutionProvider":
-                cache = self.artifact.engine_dir / "ort-trt"
-                cache.mkdir(parents=True, exist_ok=True)
-                chosen.append(
-                    (
-                        name,
-                        {
-                            "trt_fp16_enable": bool(self.trt_fp16),
-                            "trt_int8_enable": self.artifact.spec.precision == "int8",  # Q/DQ scales in the graph
-                            "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(cache),
-                            "trt_timing_cache_enable": True,
-                        },
-                    )
-                )
-            else:
-                chosen.append(name)
-        return chosen
-
     def _activate_impl(self) -> None:
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        levels = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }
-        options.graph_optimization_level = levels[self.optimization]
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
-        if not self.spinning:  # idle intra-op threads sleep instead of spinning: the CPU goes to decoding threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only: keep the user's stderr clean
-        providers = self._choose_providers(ort)
-        try:
-            self._session = ort.InferenceSession(self.onnx_path, sess_options=options, providers=providers)
-        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            first = " ".join(str(exc).split())[:300]
-            raise ArtifactError(f"ONNX Runtime cannot load the graph ({first})", path=self.onnx_path) from None
+        self._session = open_session(
+            self.onnx_path,
+            self.artifact,
+            provider=self.provider,
+            threads=self.threads,
+            optimization=self.optimization,
+            spinning=self.spinning,
+            trt_fp16=self.trt_fp16,
+        )
         self.providers = list(self._session.get_providers())
         names = [o.name for o in self._session.get_outputs()]
         missing = [n for n in ("logits", "embedding", "feature_norm") if n not in names]
@@ -142,3 +98,67 @@ class OrtBackend(Backend):
     def describe(self) -> str:
         active = ", ".join(p.replace("ExecutionProvider", "") for p in self.providers) or self.provider
         return f"onnxruntime [{active}] ({self.artifact.spec.precision})"
+
+
+def choose_providers(ort: Any, provider: str, artifact: Artifact, *, trt_fp16: bool) -> list[Any]:
+    """Execution providers for ``provider``: ``auto`` is TensorRT EP > CUDA EP > CPU among those the build has."""
+    available = list(ort.get_available_providers())
+    if provider == "auto":
+        names = [PROVIDERS[p] for p in ("tensorrt", "cuda", "cpu") if PROVIDERS[p] in available]
+    else:
+        wanted = PROVIDERS[provider]
+        if wanted not in available:
+            raise BackendUnavailable(
+                f"ONNX Runtime provider {provider!r} ({wanted}) is not in this build; available: {', '.join(available)}"
+            )
+        names = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+    chosen: list[Any] = []
+    for name in names:
+        if name == "TensorrtExecutionProvider":
+            cache = artifact.engine_dir / "ort-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            options = {
+                "trt_fp16_enable": bool(trt_fp16),
+                "trt_int8_enable": artifact.spec.precision == "int8",  # Q/DQ scales from the graph
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+            }
+            chosen.append((name, options))
+        else:
+            chosen.append(name)
+    return chosen
+
+
+def open_session(
+    path: str,
+    artifact: Artifact,
+    *,
+    provider: str = "auto",
+    threads: int | None = None,
+    optimization: OptLevel = "all",
+    spinning: bool = True,
+    trt_fp16: bool | None = None,
+) -> Any:
+    """An ONNX Runtime session over one of the artifact's graphs, with quiet logging and the chosen providers."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    options.graph_optimization_level = levels[optimization]
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if not spinning:  # idle intra-op threads sleep instead of spinning: the CPU goes to decoding threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: keep the user's stderr clean
+    fp16 = artifact.spec.precision == "fp16" if trt_fp16 is None else trt_fp16
+    providers = choose_providers(ort, provider, artifact, trt_fp16=fp16)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        first = " ".join(str(exc).split())[:300]
+        raise ArtifactError(f"ONNX Runtime cannot load the graph ({first})", path=path) from None

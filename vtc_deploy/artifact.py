@@ -8,6 +8,9 @@ Layout::
 
     DIR/manifest.json   the ArtifactSpec (also embedded in model.onnx under the metadata key vtc_deploy.spec)
     DIR/model.onnx      the graph: video -> logits, embedding, feature_norm
+    DIR/text.onnx       (optional) the text tower: tokens -> text_embedding, for new classes without torch
+    DIR/frames.onnx     (optional, --streaming) frames -> frame_embedding
+    DIR/head.onnx       (optional, --streaming) frame_embeddings [B, T, D] -> logits, embedding, feature_norm
     DIR/parity.json     the parity report of the export
     DIR/engines/        TensorRT plans + JSON sidecars, built on the target and cached by key
 """
@@ -67,17 +70,24 @@ class Artifact:
         except (OSError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"cannot read the manifest ({exc})", path=manifest) from None
         spec = ArtifactSpec.from_json(text, where=str(manifest))
-        onnx_path = root / spec.onnx_file
-        if not onnx_path.is_file():
-            raise ArtifactError(f"the manifest names {spec.onnx_file}, which is missing", path=root)
-        if check_hash:
-            if not spec.onnx_sha256:
-                raise ArtifactError("the manifest records no onnx_sha256", path=manifest)
-            actual = sha256_file(onnx_path)
-            if actual != spec.onnx_sha256:
+        files = {spec.onnx_file: spec.onnx_sha256}
+        if spec.text is not None:
+            files[spec.text.file] = spec.text.sha256
+        if spec.streaming is not None:
+            files[spec.streaming.frames_file] = spec.streaming.frames_sha256
+            files[spec.streaming.head_file] = spec.streaming.head_sha256
+        for name, expected in files.items():
+            if not (root / name).is_file():
+                raise ArtifactError(f"the manifest names {name}, which is missing", path=root)
+            if not check_hash:
+                continue
+            if not expected:
+                raise ArtifactError(f"the manifest records no sha256 for {name}", path=manifest)
+            actual = sha256_file(root / name)
+            if actual != expected:
                 raise ArtifactError(
-                    f"{spec.onnx_file} does not match the manifest (sha256 {actual[:12]}..., manifest "
-                    f"{spec.onnx_sha256[:12]}...): modified or corrupt; re-export it",
+                    f"{name} does not match the manifest (sha256 {actual[:12]}..., manifest {expected[:12]}...): "
+                    "modified or corrupt; re-export it",
                     path=root,
                 )
         return cls(root=root, spec=spec)

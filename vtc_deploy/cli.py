@@ -106,6 +106,13 @@ def cli(quiet: bool, verbose: bool) -> None:
     show_default=True,
     help="int8: symmetric (TensorRT) or uint8 asymmetric (fastest on x86 ONNX Runtime; not for TensorRT).",
 )
+@click.option(
+    "--text/--no-text",
+    default=True,
+    show_default=True,
+    help="Also export text.onnx, so that classes can change later without torch (rebake, run --classes).",
+)
+@click.option("--streaming", is_flag=True, help="Also export frames.onnx + head.onnx for run --window/--stride.")
 def export(
     ckpt: str,
     clip_: str | None,
@@ -123,6 +130,8 @@ def export(
     calib: tuple[str, ...],
     calib_method: str,
     int8_activations: str,
+    text: bool,
+    streaming: bool,
 ) -> None:
     """Export a checkpoint to an artifact directory (model.onnx + manifest.json + parity.json)."""
     from vtc_deploy.export import export_artifact
@@ -145,6 +154,8 @@ def export(
         calib=expand_inputs(list(calib)),
         calib_method=cast("CalibrationMethod", calib_method),
         int8_activations=cast("ActivationType", int8_activations),
+        text=text,
+        streaming=streaming,
     )
     click.echo(str(result.out))
 
@@ -209,6 +220,34 @@ def verify(
     help="Write a PNG of the sampled frames and the top-k bars (several videos: NAME-0.png, NAME-1.png, ...).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: with several videos).")
+@click.option(
+    "--classes",
+    default=None,
+    help="Other class names (.csv, .txt or a bundled set), scored through the "
+    "artifact's text.onnx without re-exporting.",
+)
+@click.option("--templates", multiple=True, help="Prompt templates for --classes (default: the artifact's).")
+@click.option(
+    "--window",
+    default=None,
+    help="Streaming: a timeline of windows of this many frames (16) or seconds "
+    "(2s); needs an artifact exported with --streaming. Sources may be files, - (stdin), URLs, cameras.",
+)
+@click.option("--stride", default=None, help="Streaming: step between windows, frames or seconds (default: window/4).")
+@click.option("--follow", is_flag=True, help="Streaming: keep reading a file that is still being written.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Streaming: seconds without data after which a live source counts as stopped.",
+)
+@click.option("--input-format", default=None, help="Streaming: container/device format for FFmpeg (mpegts, v4l2).")
+@click.option(
+    "--live/--no-live",
+    default=None,
+    help="Streaming: whether the end of a source is an error (default: yes for pipes, URLs, cameras).",
+)
 def run(
     videos: tuple[str, ...],
     model_dir: Path | None,
@@ -223,12 +262,39 @@ def run(
     as_json: bool,
     viz: Path | None,
     progress: bool | None,
+    classes: str | None,
+    templates: tuple[str, ...],
+    window: str | None,
+    stride: str | None,
+    follow: bool,
+    timeout: float,
+    input_format: str | None,
+    live: bool | None,
 ) -> int:
     """Classify videos (files, directories, @list.txt). Exit status 1 when any video failed."""
     from vtc_deploy.inputs import expand_inputs
     from vtc_deploy.pipeline import Classifier, VideoResult
     from vtc_deploy.zoo import ensure_default_model
 
+    if window is not None:
+        return _run_stream(
+            videos,
+            model_dir,
+            window,
+            stride,
+            topk,
+            classes,
+            templates,
+            follow,
+            timeout,
+            input_format,
+            live,
+            backend,
+            threads,
+            as_json,
+        )
+    if stride is not None:
+        raise click.UsageError("--stride needs --window")
     items = expand_inputs(list(videos))
     if model_dir is None:
         model_dir = ensure_default_model()
@@ -238,7 +304,9 @@ def run(
     show_bar = progress if progress is not None else len(items) > 1
     failed = 0
     with (
-        Classifier.load(model_dir, backend=backend, **options) as classifier,
+        Classifier.load(
+            model_dir, backend=backend, classes=classes, templates=list(templates) or None, **options
+        ) as classifier,
         click.progressbar(length=len(items), label="videos", file=sys.stderr, hidden=not show_bar) as bar,
     ):
 
@@ -272,6 +340,60 @@ def run(
     return EXIT_ERROR if failed else 0
 
 
+def _run_stream(
+    videos: tuple[str, ...],
+    model_dir: Path | None,
+    window: str,
+    stride: str | None,
+    topk: int,
+    classes: str | None,
+    templates: tuple[str, ...],
+    follow: bool,
+    timeout: float,
+    input_format: str | None,
+    live: bool | None,
+    backend: str,
+    threads: int,
+    as_json: bool,
+) -> int:
+    from vtc_deploy.streaming import run_stream
+    from vtc_deploy.zoo import ensure_default_model
+
+    if backend == "tensorrt":
+        raise click.UsageError("streaming runs its two graphs with ONNX Runtime (--backend onnxruntime or auto)")
+    stride = stride or (
+        f"{float(window[:-1]) / 4:g}s" if window.strip().lower().endswith("s") else str(max(1, int(window) // 4))
+    )
+    failed = 0
+    for result in run_stream(
+        model_dir or ensure_default_model(),
+        list(videos),
+        window=window,
+        stride=stride,
+        topk=topk,
+        classes=classes,
+        templates=list(templates) or None,
+        follow=follow,
+        timeout=timeout,
+        input_format=input_format,
+        live=live,
+        threads=threads or None,
+    ):
+        failed += result.error is not None
+        if as_json:
+            click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        elif result.error is not None:
+            click.echo(f"{result.video}: error: {result.error}")
+        else:
+            span = (
+                f"{result.start / result.fps:.2f}s-{result.end / result.fps:.2f}s"
+                if result.fps
+                else f"frames {result.start}-{result.end}"
+            )
+            click.echo(f"{result.video} [{span}] " + ", ".join(f"{p.label} {p.prob:.0%}" for p in result.topk))
+    return EXIT_ERROR if failed else 0
+
+
 def _format_result(result: Any) -> str:
     if result.error is not None:
         return f"{result.video}: error: {result.error}"
@@ -280,6 +402,20 @@ def _format_result(result: Any) -> str:
         f"  {rank}. {p.label:<{width}}  {p.prob:6.1%}  (logit {p.logit:.2f})" for rank, p in enumerate(result.topk, 1)
     ]
     return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--classes", required=True, help="New class names: .csv (id,name), .txt or a bundled set name.")
+@click.option("--templates", multiple=True, help="Prompt templates with {} (default: the artifact's).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write here (default: MODEL_DIR in place).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+def rebake(model_dir: Path, classes: str, templates: tuple[str, ...], out: Path | None, force: bool) -> None:
+    """New class names for an artifact without torch and without re-exporting the visual graph."""
+    from vtc_deploy.rebake import rebake as rebake_artifact
+
+    result = rebake_artifact(model_dir, classes=classes, templates=list(templates) or None, out=out, force=force)
+    click.echo(str(result.root))
 
 
 @cli.command("build-engine")

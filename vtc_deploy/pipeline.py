@@ -112,15 +112,29 @@ class Classifier:
     def __init__(self, artifact: Artifact, backend: Backend) -> None:
         self.artifact = artifact
         self.backend = backend
+        self._classes: tuple[str, ...] = artifact.spec.classes
+        self._class_embeddings: np.ndarray | None = None  # [C, D] when the classes were changed at run time
         if not backend.is_active:
             backend.activate()
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, *, backend: str = "auto", check_hash: bool = True, **backend_options: Any
+        cls,
+        model_dir: str | Path,
+        *,
+        backend: str = "auto",
+        check_hash: bool = True,
+        classes: str | Path | Iterable[str] | None = None,
+        templates: Iterable[str] | None = None,
+        **backend_options: Any,
     ) -> Classifier:
-        """Open ``model_dir`` (written by ``vtc-deploy export``) with ``backend`` (auto, onnxruntime, tensorrt)."""
+        """Open ``model_dir`` (written by ``vtc-deploy export``) with ``backend`` (auto, onnxruntime, tensorrt);
+        ``classes``/``templates`` replace the exported classes (see ``set_classes``)."""
         artifact = Artifact.open(model_dir, check_hash=check_hash)
+        if classes is not None:
+            from vtc_deploy.vocab import TextEncoder
+
+            TextEncoder(artifact)  # fail before the (slow) backend start when there is no text graph
         runner = create_backend(backend, artifact, **backend_options)
         runner.activate()
         log.info(
@@ -130,7 +144,10 @@ class Classifier:
             artifact.spec.frames,
             runner.describe(),
         )
-        return cls(artifact, runner)
+        classifier = cls(artifact, runner)
+        if classes is not None:
+            classifier.set_classes(classes, templates)
+        return classifier
 
     @property
     def spec(self) -> ArtifactSpec:
@@ -138,7 +155,22 @@ class Classifier:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return self.spec.classes
+        return self._classes
+
+    def set_classes(self, classes: str | Path | Iterable[str], templates: Iterable[str] | None = None) -> None:
+        """Classify against other class names from now on, without re-exporting: their embeddings come from the
+        artifact's ``text.onnx`` (cached on disk) and score the graph's video embedding, ``scale * cos``."""
+        from vtc_deploy.labels import _check_names, check_templates, load_class_names
+        from vtc_deploy.vocab import cached_class_embeddings
+
+        names = (
+            load_class_names(classes)
+            if isinstance(classes, (str, Path))
+            else _check_names([str(c) for c in classes], "<classes>")
+        )
+        prompts = check_templates(list(templates)) if templates is not None else self.spec.templates
+        self._class_embeddings = cached_class_embeddings(self.artifact, names, prompts)
+        self._classes = names
 
     def classify(self, videos: VideoSource | Iterable[VideoSource], **options: Any) -> list[VideoResult]:
         """Results for ``videos`` (paths or ``uint8 [N, H, W, 3]`` arrays) in input order; see ``iter_classify``."""
@@ -263,6 +295,8 @@ class Classifier:
         logits, embedding = aggregate_views(
             np.stack([o[1] for o in outputs]), np.stack([o[2] for o in outputs]), np.array([o[3] for o in outputs])
         )
+        if self._class_embeddings is not None:  # classes changed at run time: score against them instead
+            logits = (self.spec.logit_scale * (self._class_embeddings @ embedding)).astype(np.float32)
         prepared = pending.prepared
         return VideoResult(
             video=prepared.name,

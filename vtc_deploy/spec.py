@@ -19,6 +19,7 @@ from vtc_deploy.errors import ArtifactError, ConfigError
 
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "vtc_deploy.spec"
+CLASS_EMBEDDINGS_TENSOR = "vtc.class_embeddings"  # the classifier constant [D, C] in model.onnx and head.onnx
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -129,6 +130,7 @@ class ParitySummary:
     samples: int
     videos: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    note: str = ""  # e.g. what a rebake changed since these figures were measured
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,29 @@ class QuantizationSpec:
     calibration_videos: int = 0
     calibration_samples: int = 0
     nodes: int = 0  # nodes converted or quantized
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """``text.onnx``: the CLIP text tower (``tokens int64 [N, L]`` -> ``text_embedding float32 [N, D]``, normalised)
+    that computes class embeddings for new class names without torch (``rebake``, ``run --classes``)."""
+
+    file: str = "text.onnx"
+    sha256: str = ""
+    context_length: int = 77
+    tokenizer: str = "clip-bpe-16e6 (lower-cased, as open_clip.tokenize)"
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    """The model split for streams: ``frames.onnx`` (``frames uint8 [N, S, S, 3]`` -> ``frame_embedding float32
+    [N, D]``, one per frame, not normalised) and ``head.onnx`` (``frame_embeddings float32 [B, T, D]`` -> ``logits``,
+    ``embedding``, ``feature_norm``), which compose to ``model.onnx``."""
+
+    frames_file: str = "frames.onnx"
+    frames_sha256: str = ""
+    head_file: str = "head.onnx"
+    head_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,8 @@ class ArtifactSpec:
     onnx_sha256: str = ""  # empty inside the ONNX metadata (a file cannot hold its own hash)
     package_version: str = ""
     source: ExportSource = ExportSource()
+    text: TextSpec | None = None
+    streaming: StreamingSpec | None = None
     parity: ParitySummary | None = None
     schema_version: int = SCHEMA_VERSION
 

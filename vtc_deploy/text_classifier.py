@@ -2,7 +2,8 @@
 
 Owns: tokenising prompts with open_clip's CLIP tokenizer and encoding them with the model's own text tower, in
 batches; several templates are averaged after normalisation and renormalised (open_clip's
-``build_zero_shot_classifier`` rule; Text4Vis uses the single template ``a video of a person {}.``).
+``build_zero_shot_classifier`` rule, implemented once in ``vtc_deploy.vocab.combine_templates``; Text4Vis uses the
+single template ``a video of a person {}.``).
 Imports: torch, open_clip.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vtc_deploy.errors import ConfigError
 from vtc_deploy.labels import check_templates, fill_template
+from vtc_deploy.vocab import combine_templates
 
 CLIP_VOCAB_SIZE = 49408
 
@@ -48,18 +50,16 @@ def encode_class_names(
     device = next(clip_model.parameters()).device
     total = len(classes) * len(templates)
     done = 0
-    summed = None
+    per_template = []
     for template in templates:
         prompts = [fill_template(template, name) for name in classes]
         parts = []
         for start in range(0, len(prompts), batch_size):
             tokens = tokenize(prompts[start : start + batch_size], clip_model.context_length).to(device)  # [b, L]
-            parts.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))  # [b, D]
+            parts.append(clip_model.encode_text(tokens).float().cpu())  # [b, D]
             done += tokens.shape[0]
             if progress is not None:
                 progress(done, total)
-        emb = torch.cat(parts)  # [C, D]
-        summed = emb if summed is None else summed + emb
+        per_template.append(torch.cat(parts).numpy())  # [C, D]
     clip_model.train(was_training)
-    assert summed is not None
-    return F.normalize(summed / len(templates), dim=-1)  # [C, D]
+    return torch.from_numpy(combine_templates(np.stack(per_template)))  # [C, D], the rule of vtc_deploy.vocab

@@ -1,0 +1,86 @@
+"""``vtc-deploy rebake``: the same artifact with new class names, without torch and without re-exporting the visual
+graph.
+
+Owns: ``rebake``. The new class embeddings come from the artifact's ``text.onnx`` (torch-free tokenizer + ONNX
+Runtime, the same rule as the exporter: ``vocab.combine_templates``); they replace the named classifier constant in
+``model.onnx`` (and ``head.onnx`` for streaming artifacts). Everything else is copied unchanged. The manifest gets the
+new classes, templates and hashes; the parity figures are carried over with a note of what changed (the visual path is
+byte-identical; the text path was checked at export). TensorRT engines are not carried over: their cache key contains
+the ONNX hash, so they are rebuilt on first use for the new graph.
+Imports: numpy, onnx, onnxruntime (through vocab), vtc_deploy torch-free modules. Never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
+from vtc_deploy.errors import BackendUnavailable
+from vtc_deploy.labels import _check_names, check_templates, load_class_names
+from vtc_deploy.vocab import TextEncoder
+
+log = logging.getLogger("vtc_deploy.rebake")
+
+
+def rebake(
+    src: str | Path,
+    *,
+    classes: str | Path | Sequence[str],
+    templates: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+) -> Artifact:
+    """Write the artifact at ``src`` with new ``classes`` (and ``templates``) to ``out`` (default: ``src`` in place)."""
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("rebake edits ONNX graphs: pip install onnx") from None
+    from vtc_deploy.export.graph import finalize_onnx, replace_class_embeddings
+    from vtc_deploy.export.staging import staged_directory
+
+    artifact = Artifact.open(src)
+    spec = artifact.spec
+    names = load_class_names(classes) if isinstance(classes, (str, Path)) else _check_names(list(classes), "<classes>")
+    prompts = check_templates(templates) if templates else spec.templates
+    log.info("encoding %d class names x %d templates with text.onnx", len(names), len(prompts))
+    embeddings = TextEncoder(artifact).class_embeddings(names, prompts)  # [C, D]
+    target = Path(out) if out is not None else artifact.root
+    in_place = target.absolute() == artifact.root.absolute()
+    new_spec = spec.replace(classes=names, templates=prompts)
+    with staged_directory(target, force=force or in_place) as stage:
+        graphs = [spec.onnx_file] + ([spec.streaming.head_file] if spec.streaming else [])
+        for name in graphs:
+            model = onnx.load(str(artifact.root / name))
+            replace_class_embeddings(model, embeddings)
+            onnx.save(model, str(stage / name))
+            finalize_onnx(stage / name, new_spec, role="video" if name == spec.onnx_file else "head")
+        copied = [spec.text.file] if spec.text else []
+        if spec.streaming:
+            copied.append(spec.streaming.frames_file)
+        for name in copied:
+            shutil.copy2(artifact.root / name, stage / name)
+        what = (
+            f"rebaked from {artifact.root} with {len(names)} classes (was {spec.num_classes}), "
+            f"templates {list(prompts)}: the visual graph is unchanged and the class embeddings come from "
+            "text.onnx (checked against open_clip at export); figures measured before the rebake"
+        )
+        new_spec = new_spec.replace(
+            onnx_sha256=sha256_file(stage / spec.onnx_file),
+            streaming=(
+                dataclasses.replace(spec.streaming, head_sha256=sha256_file(stage / spec.streaming.head_file))
+                if spec.streaming
+                else None
+            ),
+            parity=dataclasses.replace(spec.parity, note=what) if spec.parity else None,
+        )
+        report = json.loads((artifact.root / PARITY).read_text("utf-8")) if (artifact.root / PARITY).is_file() else {}
+        report["rebake"] = {"from": str(artifact.root), "classes": len(names), "templates": list(prompts), "note": what}
+        (stage / PARITY).write_text(json.dumps(report, indent=2), "utf-8")
+        (stage / MANIFEST).write_text(new_spec.to_json() + "\n", "utf-8")
+    log.info("wrote %s", target)
+    return Artifact.open(target)

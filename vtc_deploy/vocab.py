@@ -1,0 +1,96 @@
+"""Open vocabulary without torch: class names -> class embeddings through the artifact's ``text.onnx``.
+
+Owns: ``combine_templates`` (the one rule for several prompt templates: normalise each, average, renormalise; the
+torch-side ``text_classifier`` uses it too), ``TextEncoder`` (tokenizer + ONNX Runtime over ``text.onnx``) and a
+disk cache of class embeddings keyed by the text graph and the prompts.
+Imports: numpy, vtc_deploy torch-free modules, onnxruntime lazily. Never torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vtc_deploy.artifact import Artifact
+from vtc_deploy.errors import ArtifactError
+from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, fill_template
+from vtc_deploy.tokenizer import tokenize
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def combine_templates(per_template: np.ndarray) -> np.ndarray:
+    """``[K, C, D]`` text embeddings (K templates) -> ``[C, D]``: normalise each, average over K, renormalise."""
+    return normalize(normalize(per_template.astype(np.float64)).mean(axis=0)).astype(np.float32)
+
+
+class TextEncoder:
+    """The CLIP text tower of an artifact (``text.onnx``): prompts -> L2-normalised text embeddings."""
+
+    def __init__(self, artifact: Artifact, *, threads: int | None = None) -> None:
+        text = artifact.spec.text
+        if text is None:
+            raise ArtifactError(
+                "the artifact has no text.onnx (exported with --no-text): re-export it to change classes without torch",
+                path=artifact.root,
+            )
+        from vtc_deploy.runtimes.ort import import_onnxruntime
+
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.artifact = artifact
+        self.context_length = text.context_length
+        self._session: Any = ort.InferenceSession(
+            str(artifact.root / text.file), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode(self, prompts: Sequence[str], batch: int = 256) -> np.ndarray:
+        """``float32 [N, D]`` L2-normalised embeddings of the prompts."""
+        parts = []
+        for start in range(0, len(prompts), batch):
+            tokens = tokenize(prompts[start : start + batch], self.context_length)  # int64 [b, L]
+            parts.append(self._session.run(["text_embedding"], {"tokens": tokens})[0])
+        return np.concatenate(parts).astype(np.float32)
+
+    def class_embeddings(self, classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+        """``float32 [C, D]``: the classifier for ``classes`` (several templates combined)."""
+        templates = check_templates(templates)
+        per_template = np.stack([self.encode([fill_template(t, c) for c in classes]) for t in templates])
+        return combine_templates(per_template)
+
+
+def cached_class_embeddings(
+    artifact: Artifact, classes: Sequence[str], templates: Sequence[str], *, cache_dir: Path | None = None
+) -> np.ndarray:
+    """``TextEncoder.class_embeddings`` with a disk cache keyed by the text graph's sha256 and the prompts."""
+    from vtc_deploy.zoo import cache_dir as default_cache
+
+    text = artifact.spec.text
+    if text is None:
+        return TextEncoder(artifact).class_embeddings(classes, templates)  # raises the clear error
+    key = hashlib.sha256(json.dumps([text.sha256, list(classes), list(templates)]).encode()).hexdigest()[:24]
+    path = (cache_dir or default_cache() / "classes") / f"{key}.npy"
+    if path.is_file():
+        cached = np.load(path)
+        if cached.shape == (len(classes), artifact.spec.model.embed_dim):
+            return np.asarray(cached, dtype=np.float32)
+    emb = TextEncoder(artifact).class_embeddings(classes, templates)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the recomputation next time
+    return emb
