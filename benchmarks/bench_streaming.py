@@ -10,13 +10,14 @@ import argparse
 import importlib.util
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from vtc_deploy.runtimes import create_backend
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.inputs import read_views
-from vtc_deploy.runtimes import create_backend
 from vtc_deploy.streaming import StreamClassifier, StreamSource
 from vtc_deploy.video import ArrayVideo, open_video
 
@@ -30,7 +31,7 @@ class MemorySource(StreamSource):
         self.name, self.live, self.fps, self.declared_frames, self.frames_read = "memory", False, fps, 0, 0
         self._frames = frames
 
-    def frames(self):  # type: ignore[no-untyped-def,override]
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         for i, frame in enumerate(self._frames):
             self.frames_read = i + 1
             yield i, frame
