@@ -7,7 +7,7 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip
-"${PIP[@]}" install -e '.[export,train,cpu,dev]'
+"${PIP[@]}" install -e '.[export,train,cpu,serve,dev]'
 # tensorrt-stubs declares the tensorrt wheel itself as a dependency, which only installs from NVIDIA's index.
 "${PIP[@]}" install --no-deps 'tensorrt-stubs>=10.3'
 

@@ -68,7 +68,7 @@ def test_export_kinds_match_pytorch_at_batch_1_3_5(
     result = export_artifact(**request, out=out, input_kind=input_kind, videos=[str(real_videos[0])])  # type: ignore[arg-type]
     spec = result.spec
     assert result.report is not None and result.report.passed and spec.parity is not None
-    assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx", "parity.json"]
+    assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx", "parity.json", "text.onnx"]
     model = load_model(**{k: v for k, v in request.items()})
     rng = np.random.default_rng(0)
     s, t = spec.input.size, spec.frames
@@ -176,7 +176,7 @@ def test_output_directory_rules(ours_ckpt: Path, tmp_path: Path) -> None:
     assert (out / "keep.txt").read_text() == "user data"
     proc = run_cli("export", "--ckpt", str(ours_ckpt), "--out", str(out), "--no-verify", "--force")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx"]
+    assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx", "text.onnx"]
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert_one_line_error(

@@ -11,11 +11,11 @@ from vtc_deploy.sampling import dense_indices, sample_indices, train_indices, un
 
 
 def text4vis_test_indices(n: int, t: int, clips: int) -> list[int]:
-    """Text4Vis datasets.py _get_test_indices (uniform), with NumPy 1.x linspace (truncation towards zero)."""
+    """Text4Vis datasets.py _get_test_indices (uniform), written out: the official expression with this NumPy."""
     tick = n / float(t)
-    starts = [0] if clips == 1 else [math.trunc(i * (tick - 1) / (clips - 1)) for i in range(clips)]
+    starts = np.linspace(0, tick - 1, num=clips, dtype=int)
     out: list[int] = []
-    for start in starts:
+    for start in starts.tolist():
         out += [int(start + tick * x) % n for x in range(t)]
     return out
 
@@ -58,11 +58,13 @@ def test_one_clip_is_segment_starts() -> None:
     assert uniform_indices(3, 8).tolist() == [[0, 0, 0, 1, 1, 1, 2, 2]]  # short video: frames repeat
 
 
-def test_numpy2_linspace_would_differ_for_short_videos() -> None:
-    """Why the library truncates explicitly: NumPy 2's integer linspace rounds down to negative starts."""
-    naive = np.linspace(0, 3 / 8 - 1, 3, dtype=int)
-    assert naive.min() < 0  # NumPy >= 2
-    assert uniform_indices(3, 8, 3).min() >= 0
+def test_short_video_multi_clip_wraps_like_the_official_code() -> None:
+    """Since NumPy 1.20 the later clip starts are -1 for n < T; int(-1 + ...) % n wraps to the last frame."""
+    assert uniform_indices(3, 8, 3).tolist() == [
+        [0, 0, 0, 1, 1, 1, 2, 2],
+        [2, 0, 0, 0, 0, 0, 1, 1],
+        [2, 0, 0, 0, 0, 0, 1, 1],
+    ]
 
 
 def test_train_rule_one_frame_per_segment_and_seeded() -> None:

@@ -113,6 +113,12 @@ def cli(quiet: bool, verbose: bool) -> None:
     help="Also export text.onnx, so that classes can change later without torch (rebake, run --classes).",
 )
 @click.option("--streaming", is_flag=True, help="Also export frames.onnx + head.onnx for run --window/--stride.")
+@click.option(
+    "--triton-repo",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a Triton model repository for the artifact here.",
+)
 def export(
     ckpt: str,
     clip_: str | None,
@@ -132,6 +138,7 @@ def export(
     int8_activations: str,
     text: bool,
     streaming: bool,
+    triton_repo: Path | None,
 ) -> None:
     """Export a checkpoint to an artifact directory (model.onnx + manifest.json + parity.json)."""
     from vtc_deploy.export import export_artifact
@@ -158,6 +165,12 @@ def export(
         streaming=streaming,
     )
     click.echo(str(result.out))
+    if triton_repo is not None:
+        from vtc_deploy.artifact import Artifact
+        from vtc_deploy.triton_repo import write_triton_repo
+
+        for model in write_triton_repo(Artifact.open(result.out), triton_repo):
+            click.echo(str(triton_repo / model))
 
 
 @cli.command()
@@ -446,6 +459,141 @@ def build_engine_cmd(
         force=force,
     )
     click.echo(str(info.plan))
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="Artifact directory.")
+@click.option("--videos", multiple=True, required=True, help="Real videos for the input stages (files, dirs, @lists).")
+@click.option("--backends", default="onnxruntime", show_default=True, help="Comma-separated: onnxruntime,tensorrt.")
+@click.option(
+    "--precisions",
+    default=None,
+    help="Comma-separated fp32,fp16,int8 (variants of an fp32 artifact are "
+    "derived on the fly; default: the artifact's own).",
+)
+@click.option("--batch", "batches", default="1,4,16", show_default=True, help="Comma-separated batch sizes (clips).")
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True, help="Interleaved rounds.")
+@click.option("--threads", type=click.IntRange(0), default=0, help="Inference threads (0: all cores).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-out"),
+    show_default=True,
+    help="Directory for bench.json, bench.md and bench.png.",
+)
+def bench(
+    model_dir: Path,
+    videos: tuple[str, ...],
+    backends: str,
+    precisions: str | None,
+    batches: str,
+    rounds: int,
+    threads: int,
+    out: Path,
+) -> None:
+    """Per-stage latency (p50/p95/p99), clips/s and frames/s against batch size, peak memory and FLOP/s efficiency;
+    backends and precisions interleaved in one run. Prints the markdown table."""
+    from vtc_deploy.bench import run_bench
+    from vtc_deploy.inputs import expand_inputs
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--batch must be comma-separated integers, got {batches!r}") from None
+    report = run_bench(
+        model_dir,
+        videos=expand_inputs(list(videos)),
+        backends=[b.strip() for b in backends.split(",")],
+        precisions=[p.strip() for p in precisions.split(",")] if precisions else None,
+        batches=sizes,
+        rounds=rounds,
+        threads=threads or None,
+        out_dir=out,
+    )
+    click.echo(report.markdown())
+    logging.getLogger("vtc_deploy").info("wrote %s/bench.json, bench.md, bench.png", out)
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact directory (default: the zero-shot Kinetics-400 model, built once into the cache).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--topk", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--clips", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True, help="Requests per dynamic batch.")
+@click.option(
+    "--max-queue",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Queued requests beyond this are rejected.",
+)
+@click.option("--max-video-mb", type=float, default=64.0, show_default=True, help="Encoded video size limit.")
+@click.option(
+    "--max-frames", type=click.IntRange(1), default=1024, show_default=True, help="Decoded frames per request limit."
+)
+def serve(
+    model_dir: Path | None,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    backend: str,
+    topk: int,
+    clips: int,
+    crops: str,
+    max_batch: int,
+    max_queue: int,
+    max_video_mb: float,
+    max_frames: int,
+) -> None:
+    """Serve an artifact with Triton Inference Server (PyTriton): models vtc_video (encoded video bytes) and
+    vtc_frames (uint8 frames), HTTP and gRPC, dynamic batching. Stops on Ctrl-C / SIGTERM."""
+    from vtc_deploy.serve import ServeConfig
+    from vtc_deploy.serve import serve as run_server
+    from vtc_deploy.zoo import ensure_default_model
+
+    run_server(
+        model_dir or ensure_default_model(),
+        ServeConfig(
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            backend=backend,
+            topk=topk,
+            clips=clips,
+            crops=int(crops),
+            max_batch=max_batch,
+            max_queue=max_queue,
+            max_video_mb=max_video_mb,
+            max_frames=max_frames,
+        ),
+    )
+
+
+@cli.command("triton-repo")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model repository directory.")
+@click.option("--name", default="vtc", show_default=True, help="Model name in the repository.")
+@click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)
+def triton_repo(model_dir: Path, out: Path, name: str, max_batch: int) -> None:
+    """Write a Triton model repository: the ONNX Runtime model and every TensorRT engine built for the artifact."""
+    from vtc_deploy.artifact import Artifact
+    from vtc_deploy.triton_repo import write_triton_repo
+
+    for model in write_triton_repo(Artifact.open(model_dir), out, name=name, max_batch=max_batch):
+        click.echo(str(out / model))
 
 
 @cli.command()

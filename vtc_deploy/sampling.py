@@ -9,9 +9,10 @@ Short videos (n < T): the uniform rule repeats frames (n=3, T=8 -> 0 0 0 1 1 1 2
 frame once and fills the rest with random frames, sorted; dense windows wrap modulo n. A 0-frame video is an error
 raised by the decoder before sampling.
 
-Note on NumPy 2: Text4Vis computes clip starts with ``numpy.linspace(0, n/T - 1, clips, dtype=int)``, which under
-NumPy 1.x truncated towards zero. NumPy 2 rounds integer linspace towards -inf, which makes the starts negative when
-n < T. The published numbers come from NumPy 1.x, so the starts here are truncated towards zero explicitly.
+Multi-clip starts: Text4Vis computes them with ``numpy.linspace(0, n/T - 1, clips, dtype=int)``, which rounds towards
+-inf since NumPy 1.20 (2021, before Text4Vis): for n < T the later starts are -1, and ``int(start + k*n/T) % n`` then
+wraps the first frame of those clips to the end of the video (n=3, T=8, 3 clips: clip 2 is 2 0 0 0 0 0 1 1). That is
+what the official code computes, so it is what this module computes; it only touches videos shorter than T frames.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def uniform_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:
     """Text4Vis test rule. Returns int64 ``[clips, frames]``; one clip gives ``int(k * n / T)``."""
     _check(num_frames, frames, clips)
     tick = num_frames / float(frames)
-    starts = np.trunc(np.linspace(0.0, tick - 1.0, num=clips)).astype(np.int64)  # [clips], NumPy 1.x semantics
+    starts = np.floor(np.linspace(0.0, tick - 1.0, num=clips))  # [clips], linspace(..., dtype=int) since NumPy 1.20
     positions = starts[:, None] + tick * np.arange(frames)[None, :]  # [clips, T] float64, as in the reference
-    return positions.astype(np.int64) % num_frames  # truncation == int() for these non-negative values
+    return positions.astype(np.int64) % num_frames  # astype truncates towards zero like int(); % wraps like Python
 
 
 def dense_indices(num_frames: int, frames: int, clips: int = 1, window: int = DENSE_WINDOW) -> np.ndarray:

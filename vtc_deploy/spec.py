@@ -65,7 +65,7 @@ class InputSpec:
 SAMPLING_DESCRIPTIONS = {
     "uniform": (
         "Text4Vis test rule: T segments of n/T frames; clip c takes frame int(start_c + k*n/T) % n for k=0..T-1, "
-        "start_c = linspace(0, n/T - 1, clips) truncated to int (one clip: start 0, segment starts)"
+        "start_c = floor(linspace(0, n/T - 1, clips)) (one clip: start 0, segment starts)"
     ),
     "dense": (
         "Text4Vis dense rule: a window of 128 frames with stride 128//T; clip c starts at c*floor(max(0, n-128)/"
