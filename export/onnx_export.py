@@ -36,24 +36,37 @@ OUTPUT_NAMES = ("logits", "embedding", "feature_norm")
 EXPORT_BATCH = 2
 
 
-class GraphModule(nn.Module):
-    """What the ONNX graph computes: graph input -> normalised float clips -> classifier outputs."""
+class InputNorm(nn.Module):
+    """In the graph, what ``preprocess.to_float`` does outside: ``uint8 [..., H, W, 3]`` RGB -> ``(x / 255 - mean) /
+    std`` as ``float32 [..., 3, H, W]``. Float inputs are already normalised and pass through."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
+    def __init__(self, input_spec: InputSpec) -> None:
+        super().__init__()
+        self.kind = input_spec.kind
+        self.register_buffer("mean", torch.tensor(input_spec.mean, dtype=torch.float32).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(input_spec.std, dtype=torch.float32).view(3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind != "uint8":
+            return x
+        n = x.dim()  # explicit permutation: the TorchScript exporter writes negative axes of movedim into perm
+        x = x.permute(*range(n - 3), n - 1, n - 3, n - 2).float() / 255.0  # [..., H, W, 3] -> [..., 3, H, W]
+        return (x - self.mean) / self.std
+
+
+class GraphModule(nn.Module):
+    """What the ONNX graph computes: graph input -> normalised float clips -> classifier outputs."""
+
     def __init__(self, classifier: VideoTextClassifier, input_spec: InputSpec) -> None:
         super().__init__()
         self.classifier = classifier
-        self.kind = input_spec.kind
-        self.register_buffer("mean", torch.tensor(input_spec.mean, dtype=torch.float32).view(1, 1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(input_spec.std, dtype=torch.float32).view(1, 1, 3, 1, 1))
+        self.norm = InputNorm(input_spec)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.kind == "uint8":  # [B, T, H, W, 3] uint8 -> [B, T, 3, H, W] normalised, as preprocess.to_float
-            x = video.permute(0, 1, 4, 2, 3).float() / 255.0
-            video = (x - self.mean) / self.std
-        return self.classifier(video)
+        return self.classifier(self.norm(video))  # [B, T, H, W, 3] or [B, T, 3, H, W] -> outputs
 
 
 def dummy_input(input_spec: InputSpec, frames: int, batch: int, *, seed: int = 0) -> torch.Tensor:
@@ -121,21 +134,13 @@ class FrameGraph(nn.Module):
     """``frames.onnx``: frames ``uint8 [N, S, S, 3]`` (or normalised ``float32 [N, 3, S, S]``) -> frame embeddings
     ``float32 [N, D]`` (the per-frame encoder output the temporal head takes, not normalised)."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
-
     def __init__(self, classifier: VideoTextClassifier, input_spec: InputSpec) -> None:
         super().__init__()
         self.classifier = classifier
-        self.kind = input_spec.kind
-        self.register_buffer("mean", torch.tensor(input_spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(input_spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.norm = InputNorm(input_spec)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.kind == "uint8":  # [N, S, S, 3] uint8 -> [N, 3, S, S] normalised, as preprocess.to_float
-            x = frames.permute(0, 3, 1, 2).float() / 255.0
-            frames = (x - self.mean) / self.std
-        out: torch.Tensor = self.classifier.visual(frames)
+        out: torch.Tensor = self.classifier.visual(self.norm(frames))  # [N, D]
         return out
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from vtc_deploy.artifact import sha256_file
 from vtc_deploy.errors import CheckpointError, ConfigError, DownloadError, UsageError
-from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, load_class_names
+from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, resolve_class_names
 from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_clip, build_head
 from vtc_deploy.spec import CLIP_MEAN, CLIP_STD, ExportSource, InputSpec, from_dict
 
@@ -530,13 +530,7 @@ def _describe_arch(sd: Mapping[str, Any]) -> str:
 
 
 def _resolve_classes(classes: str | Path | Sequence[str] | None) -> tuple[str, ...] | None:
-    if classes is None:
-        return None
-    if isinstance(classes, (str, Path)):
-        return load_class_names(classes)
-    from vtc_deploy.labels import _check_names
-
-    return _check_names([str(c) for c in classes], "<class list>")
+    return None if classes is None else resolve_class_names(classes)
 
 
 def _existing_file(path: str | Path) -> Path:

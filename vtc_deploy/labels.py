@@ -44,6 +44,13 @@ def load_class_names(source: str | Path) -> tuple[str, ...]:
     return _check_names([line.strip() for line in data.splitlines() if line.strip()], str(path))
 
 
+def resolve_class_names(classes: str | Path | Sequence[str]) -> tuple[str, ...]:
+    """Class names from a list source (``load_class_names``) or given directly, checked either way."""
+    if isinstance(classes, (str, Path)):
+        return load_class_names(classes)
+    return _check_names([str(c) for c in classes], "<class list>")
+
+
 def _parse_csv(data: str, where: str) -> tuple[str, ...]:
     try:
         rows = list(csv.reader(io.StringIO(data, newline="")))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
 from vtc_deploy.errors import BackendUnavailable
-from vtc_deploy.labels import _check_names, check_templates, load_class_names
+from vtc_deploy.labels import check_templates, resolve_class_names
 from vtc_deploy.vocab import TextEncoder
 
 log = logging.getLogger("vtc_deploy.rebake")
@@ -45,7 +45,7 @@ def rebake(
 
     artifact = Artifact.open(src)
     spec = artifact.spec
-    names = load_class_names(classes) if isinstance(classes, (str, Path)) else _check_names(list(classes), "<classes>")
+    names = resolve_class_names(classes)
     prompts = check_templates(templates) if templates else spec.templates
     log.info("encoding %d class names x %d templates with text.onnx", len(names), len(prompts))
     embeddings = TextEncoder(artifact).class_embeddings(names, prompts)  # [C, D]

@@ -287,12 +287,10 @@ def run_stream(
     artifact = Artifact.open(model_dir)
     names, class_embeddings = None, None
     if classes is not None:
-        from vtc_deploy.labels import _check_names, check_templates, load_class_names
+        from vtc_deploy.labels import check_templates, resolve_class_names
         from vtc_deploy.vocab import cached_class_embeddings
 
-        names = (
-            load_class_names(classes) if isinstance(classes, (str, Path)) else _check_names(list(classes), "<classes>")
-        )
+        names = resolve_class_names(classes)
         prompts = check_templates(templates) if templates else artifact.spec.templates
         class_embeddings = cached_class_embeddings(artifact, names, prompts)
     runner = StreamClassifier(
