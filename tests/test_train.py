@@ -96,18 +96,19 @@ def test_killed_run_resumes_to_the_same_result(
     )
     resume = out / "resume.pt"
     deadline = time.monotonic() + 300
-    killed_at = None
+    killed_at, seen = None, 0
     while time.monotonic() < deadline and proc.poll() is None:
-        if resume.exists():
-            try:
-                state = torch.load(resume, weights_only=True)
-            except (RuntimeError, EOFError, OSError):  # replaced while reading
-                state = None
-            if state is not None and state["step"] >= 150 and state["batch_in_epoch"] > 0:
+        mtime = resume.stat().st_mtime_ns if resume.exists() else 0
+        if mtime != seen:  # a new checkpoint: freeze the run, look at it, kill if it is mid-epoch
+            seen = mtime
+            proc.send_signal(signal.SIGSTOP)
+            state = torch.load(resume, weights_only=True)  # stable: the writer is stopped, renames are atomic
+            if state["step"] >= 150 and state["batch_in_epoch"] > 0:
                 proc.send_signal(signal.SIGKILL)
                 killed_at = state["step"]
                 break
-        time.sleep(0.05)
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
     proc.communicate(timeout=60)
     assert killed_at is not None, "the run finished or never wrote a mid-epoch resume checkpoint"
     assert not (out / "final.pt").exists()
