@@ -605,6 +605,59 @@ def info(model_dir: Path) -> None:
     click.echo(Artifact.open(model_dir).spec.to_json())
 
 
+# ---------------------------------------------------------------------------------------------------------- train
+
+
+@cli.command()
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), default=None, help="Training config (.json/.yaml)."
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (logs, checkpoints).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its resume checkpoint.")
+@click.option("--eval-only", is_flag=True, help="Evaluate model.init on data.val_list (zero-shot with other classes).")
+@click.option("--print-config", is_flag=True, help="Print the effective config as JSON and exit.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def train(
+    config_file: Path | None,
+    out: Path | None,
+    resume: bool,
+    eval_only: bool,
+    print_config: bool,
+    overrides: tuple[str, ...],
+) -> None:
+    """Fine-tune a video classifier (Text4Vis recipe); writes OUT/final.pt for `vtc-deploy export`.
+
+    KEY=VALUE overrides the config, e.g. optim.lr=1e-4 data.frames=4 eval.half_classes=true. Several processes:
+    torchrun --nproc-per-node N -m vtc_deploy train ...
+    """
+    try:
+        from vtc_deploy.train.config import load_config
+
+        if resume and out is None:
+            raise VtcError("--resume needs --out (the run directory to continue)")
+        saved = out / "config.json" if resume and out is not None and config_file is None else None
+        config = load_config(config_file or saved, overrides)
+        if print_config:
+            click.echo(config.to_json())
+            return
+        if eval_only:
+            from vtc_deploy.train.engine import evaluate_checkpoint
+
+            click.echo(json.dumps(evaluate_checkpoint(config).to_dict(), indent=2))
+            return
+        if out is None:
+            raise VtcError("--out is required: the run directory for logs and checkpoints")
+        from vtc_deploy.train.engine import train as train_run
+
+        result = train_run(config, out, resume=resume)
+        if result.checkpoint is not None:
+            click.echo(json.dumps(result.to_dict(), indent=2))
+    except VtcError:
+        if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 reports the error for everyone
+            sys.exit(EXIT_ERROR)
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the error boundary around the click group."""
     try:
