@@ -145,7 +145,7 @@ def export_artifact(
         onnx_path = stage / "model.onnx"
         spec = build_spec(model, input_kind=input_kind, opset=opset, exporter="", precision=precision)
         if text:
-            spec = _export_text(model, spec, stage, opset=opset, exporter=exporter)
+            spec, class_agreement = _export_text(model, spec, stage, opset=opset, exporter=exporter)
         log.info("exporting ONNX (opset %d, %s input)", opset, input_kind)
         fp32_path = onnx_path if precision == "fp32" else stage / "model.fp32.onnx"
         used = export_onnx(model.classifier, spec.input, fp32_path, opset=opset, exporter=exporter)
@@ -186,7 +186,7 @@ def export_artifact(
             log.info("parity gate (PyTorch fp32 vs ONNX Runtime, %s thresholds)", precision)
             report = run_gate(model.classifier, Artifact(stage, spec), videos=videos)
             if spec.text is not None:
-                report.add("text", *check_text(model.clip, model.classifier, Artifact(stage, spec)))
+                report.add("text", *check_text(model.clip, Artifact(stage, spec), class_agreement=class_agreement))
             if spec.streaming is not None:
                 report.add("streaming", *check_streaming(model.classifier, Artifact(stage, spec)))
             (stage / PARITY).write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
@@ -207,7 +207,7 @@ def export_artifact(
 
 def _export_text(
     model: LoadedModel, spec: ArtifactSpec, stage: Path, *, opset: int, exporter: ExporterName
-) -> ArtifactSpec:
+) -> tuple[ArtifactSpec, float]:
     """Write ``text.onnx`` and bake the class embeddings it computes (so that a fresh export, ``rebake`` and
     ``run --classes`` share one text path), provided they agree with the model's own (cosine >= 0.99999); class
     embeddings that do not come from the text tower (learned prompts) are kept as they are."""
@@ -231,7 +231,7 @@ def _export_text(
             "rebake and run --classes will use text.onnx",
             agreement,
         )
-    return spec
+    return spec, agreement
 
 
 def _export_streaming(

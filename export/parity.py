@@ -276,32 +276,30 @@ def _short(s: Stats) -> str:
 
 @torch.no_grad()
 def check_text(
-    clip_model: Any, classifier: VideoTextClassifier, artifact: Artifact
+    clip_model: Any, artifact: Artifact, *, class_agreement: float, samples: int = 32
 ) -> tuple[dict[str, float], list[str]]:
-    """``text.onnx`` (tokenizer + ONNX Runtime, torch-free) against open_clip on every class prompt, and the class
-    embeddings it rebuilds against the ones baked into the video graph."""
+    """``text.onnx`` (tokenizer + ONNX Runtime, torch-free) against open_clip's text tower on up to ``samples`` class
+    prompts spread over the list; ``class_agreement`` is the exporter's comparison of all the class embeddings the
+    text graph builds with the model's own (reported, and it decided which ones were baked)."""
     from vtc_deploy.labels import fill_template
     from vtc_deploy.text_classifier import tokenize as torch_tokenize
-    from vtc_deploy.vocab import TextEncoder, combine_templates
+    from vtc_deploy.vocab import TextEncoder
 
     spec = artifact.spec
     encoder = TextEncoder(artifact)
     prompts = [fill_template(t, c) for t in spec.templates for c in spec.classes]
-    ours = encoder.encode(prompts)  # [K*C, D]
+    picked = [prompts[i] for i in np.linspace(0, len(prompts) - 1, min(samples, len(prompts))).astype(int)]
+    ours = encoder.encode(picked)  # [S, D]
     ref = torch.nn.functional.normalize(
-        clip_model.encode_text(torch_tokenize(prompts, encoder.context_length)).float(), dim=-1
+        clip_model.encode_text(torch_tokenize(picked, encoder.context_length)).float(), dim=-1
     ).numpy()
-    rebuilt = combine_templates(ours.reshape(len(spec.templates), len(spec.classes), -1))
-    baked = classifier.class_embeddings.numpy()
     stats = {
-        "prompts": float(len(prompts)),
+        "prompts_checked": float(len(picked)),
         "max_abs": float(np.abs(ours - ref).max()),
         "min_cosine": float((ours * ref).sum(-1).min()),
-        "class_embedding_min_cosine": float((rebuilt * baked).sum(-1).min()),
+        "class_embedding_min_cosine": class_agreement,
     }
-    failures = [
-        f"{k} {stats[k]:.7f} < 0.99999" for k in ("min_cosine", "class_embedding_min_cosine") if stats[k] < 0.99999
-    ]
+    failures = [f"min_cosine {stats['min_cosine']:.7f} < 0.99999"] if stats["min_cosine"] < 0.99999 else []
     return stats, failures
 
 
