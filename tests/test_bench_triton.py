@@ -79,13 +79,15 @@ def test_bench_writes_json_markdown_and_png(artifact: Path, real_videos: list[Pa
         ("onnxruntime", "int8"),
     ]
     for config in report["configs"]:
-        assert set(config["batches"]) == {"1", "2"} and config["peak_rss_mb"] > 0
+        assert (
+            set(config["batches"]) == {"1", "2"} and config["peak_rss_mb"] > 30
+        )  # a real process with ONNX Runtime loaded
         for stats in config["batches"].values():
             assert stats["n"] == 2 and stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
             assert stats["clips_per_s"] > 0 and stats["frames_per_s"] == pytest.approx(4 * stats["clips_per_s"])
             assert 0 < stats["peak_fraction"] < 2
     table = (tmp_path / "bench.md").read_text()
-    assert table.count("| onnxruntime |") == 6 and "of GEMM peak" in table and table in proc.stdout
+    assert table.count("| onnxruntime |") == 6 and "of fp32 GEMM peak" in table and table in proc.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -18,6 +18,8 @@ import logging
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -99,19 +101,41 @@ def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _reset_peak_rss() -> None:
-    with contextlib.suppress(OSError):  # Linux: writing 5 resets this process's peak resident set size (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory of this process (``VmRSS``), or its peak (``VmHWM``), in MB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_probe(root: Path, backend: str, options: dict[str, Any], batch: int) -> float:
+    """Peak RSS (MB) of a fresh process that opens ``root`` with ``backend`` and runs one ``batch`` of random clips:
+    the memory one deployment of this configuration needs (in-process figures would mix the configurations)."""
+    code = (
+        "import json, sys, numpy as np\n"
+        "from vtc_deploy.artifact import Artifact\n"
+        "from vtc_deploy.runtimes import create_backend\n"
+        "from vtc_deploy.bench import _rss_mb\n"
+        "a = Artifact.open(sys.argv[1]); b = create_backend(sys.argv[2], a, **json.loads(sys.argv[3])); b.activate()\n"
+        "shape = (int(sys.argv[4]), *b.input_info.shape[1:])\n"
+        "x = np.random.default_rng(0).integers(0, 256, shape).astype(b.input_info.dtype)\n"
+        "b.infer(x); print(_rss_mb('VmHWM'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(root), backend, json.dumps(options), str(batch)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        log.warning("memory probe failed: %s", (proc.stderr.strip().splitlines() or ["?"])[-1])
+        return float("nan")
 
 
 @dataclass
@@ -119,7 +143,7 @@ class ConfigResult:
     backend: str
     precision: str
     description: str = ""
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # of a fresh process that loads this configuration and runs the largest batch
     batches: dict[int, dict[str, float | None]] = field(default_factory=dict)  # batch -> latency, clips/s, ...
 
 
@@ -132,6 +156,7 @@ class BenchReport:
     gemm_peak_gflops: float
     threads: int
     rounds: int
+    peak_rss_mb: float  # of the benchmark process itself (all configurations stay loaded for interleaving)
     videos: list[str]
     stages: dict[str, dict[str, float]]
     configs: list[ConfigResult]
@@ -144,7 +169,7 @@ class BenchReport:
         lines = [
             f"**{self.architecture}**, T={self.frames}, {self.gflops_per_clip or float('nan'):.1f} GFLOPs/clip; "
             f"fp32 GEMM peak {self.gemm_peak_gflops:.0f} GFLOP/s ({self.threads} threads); {self.rounds} interleaved "
-            f"rounds; {self.machine.get('cpu', '')}",
+            f"rounds; peak RSS {self.peak_rss_mb:.0f} MB; {self.machine.get('cpu', '')}",
             "",
             "| stage | p50 ms | p95 ms | p99 ms | per |",
             "|---|---|---|---|---|",
@@ -157,7 +182,7 @@ class BenchReport:
         lines += [
             "",
             "| backend | precision | batch | p50 ms | p95 ms | p99 ms | clips/s | frames/s | GFLOP/s | "
-            "of GEMM peak | peak RSS MB |",
+            "of fp32 GEMM peak | peak RSS MB |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in self.configs:
@@ -258,7 +283,6 @@ def run_bench(
         for precision in precisions:
             variant = _variant(artifact, precision, workdir, [c[None] for c in clips])
             for name in backends:
-                _reset_peak_rss()
                 options: dict[str, Any] = (
                     {"threads": threads, "provider": "cpu"}
                     if name == "onnxruntime"
@@ -269,7 +293,7 @@ def run_bench(
                 result = ConfigResult(backend=name, precision=precision, description=backend.describe())
                 for b in batches:
                     backend.infer(pool[np.arange(b) % len(pool)])  # warm-up at every shape
-                result.peak_rss_mb = _peak_rss_mb()
+                result.peak_rss_mb = _memory_probe(variant.root, name, options, max(batches))
                 configs.append((result, backend))
         samples: dict[tuple[int, int], list[float]] = {}
         post: list[float] = []
@@ -318,6 +342,7 @@ def run_bench(
         gemm_peak_gflops=peak,
         threads=threads,
         rounds=rounds,
+        peak_rss_mb=_rss_mb("VmHWM"),
         videos=[str(v) for v in videos],
         stages=stages,
         configs=[c for c, _ in configs],
