@@ -2,14 +2,33 @@
 
 Owns: the frozen dataclasses that describe an exported model (written as ``manifest.json`` and as the ONNX metadata
 key ``vtc_deploy.spec``) and the only reader of that JSON, ``ArtifactSpec.from_json``: unknown keys, wrong types,
-values outside a ``Literal`` and a newer ``schema_version`` are errors.
+values outside a ``Literal`` and a newer ``schema_version`` are errors -- and ``validate_spec``, the separate
+validation step that bounds what a manifest from elsewhere may make a runtime read or allocate.
 Imports: the standard library only (torch-free).
+
+Limits on a manifest (the C/C++ runtime applies the same rules and numbers; the constants below are the one place):
+
+- ``manifest.json`` is at most ``MAX_MANIFEST_BYTES`` (16 MiB), checked by size before it is read or parsed.
+- JSON numbers are finite: ``NaN``, ``Infinity``, ``-Infinity`` and literals that overflow a double (``1e999``) are
+  refused wherever they appear; strings are valid Unicode (no lone surrogates).
+- Every file name the manifest holds (``onnx_file``, ``text.file``, ``streaming.frames_file``,
+  ``streaming.head_file``) is a plain name matching ``FILE_NAME_RE`` in full: ``[A-Za-z0-9][A-Za-z0-9._-]{0,254}``
+  (no separator, no ``..``, not absolute, not hidden). ``vtc_deploy.artifact`` adds the file-system rules: the real
+  path stays inside the artifact directory, and graphs hold no ONNX external data.
+- ``classes``: 1..``MAX_CLASSES`` (100000) entries of 1..``MAX_STRING_BYTES`` (1000) UTF-8 bytes each.
+- ``templates``: 1..``MAX_TEMPLATES`` (1000) entries of at most ``MAX_STRING_BYTES`` UTF-8 bytes each.
+- ``frames`` (T): 1..``MAX_FRAMES`` (1024); ``input.size`` (H = W): 1..``MAX_INPUT_SIZE`` (4096); ``input.resize``:
+  ``input.size``..``MAX_RESIZE`` (8192); ``sampling.clips``: 1..``MAX_CLIPS`` (1024).
+- ``logit_scale`` finite and > 0; ``input.mean`` three finite values; ``input.std`` three finite values > 0;
+  ``model.embed_dim`` >= 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +41,17 @@ ONNX_METADATA_KEY = "vtc_deploy.spec"
 CLASS_EMBEDDINGS_TENSOR = "vtc.class_embeddings"  # the classifier constant [D, C] in model.onnx and head.onnx
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Bounds on a manifest from elsewhere (see the module docstring; the C/C++ runtime uses the same numbers).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # matched in full (re.fullmatch)
+MAX_CLASSES = 100_000
+MAX_TEMPLATES = 1000
+MAX_STRING_BYTES = 1000  # per class name and per template, in UTF-8
+MAX_FRAMES = 1024
+MAX_INPUT_SIZE = 4096
+MAX_RESIZE = 8192
+MAX_CLIPS = 1024
 
 InputKind = Literal["uint8", "float"]
 SamplingRule = Literal["uniform", "dense"]
@@ -217,11 +247,15 @@ class ArtifactSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, where: str = "manifest") -> ArtifactSpec:
-        """The only reader of manifests: strict about keys, types and the schema version."""
+        """The only reader of manifests: strict about keys, types and the schema version, then ``validate_spec``."""
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes", path=where)
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"manifest is not valid JSON ({exc})", path=where) from None
+        except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits, deep nesting
+            raise ArtifactError(f"manifest is not valid JSON ({str(exc)[:200]})", path=where) from None
         if not isinstance(data, dict):
             raise ArtifactError("manifest must be a JSON object", path=where)
         version = data.get("schema_version")
@@ -234,12 +268,90 @@ class ArtifactSpec:
                 path=where,
             )
         try:
-            return from_dict(cls, data, "manifest")
+            _check_values(data, "manifest")
+            spec = from_dict(cls, data, "manifest")
+            validate_spec(spec)
         except ConfigError as exc:
             raise ArtifactError(str(exc), path=where) from None
+        return spec
 
     def replace(self, **changes: Any) -> ArtifactSpec:
         return dataclasses.replace(self, **changes)
+
+
+def _check_values(value: Any, where: str) -> None:
+    """Every number of the parsed JSON is finite (Python's json reads NaN, Infinity and 1e999) and every string is
+    valid Unicode (JSON escapes can spell lone surrogates)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number (numbers in a manifest must be finite)")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{where}: not valid Unicode (a lone surrogate escape)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_values(k, where)
+            _check_values(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_values(v, f"{where}[{i}]")
+
+
+def check_file_name(name: str, where: str) -> str:
+    """``name`` if it is a plain file name (``FILE_NAME_RE`` in full), else a ``ConfigError`` naming ``where``."""
+    if not FILE_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{where}: {name[:300]!r} is not a plain file name inside the artifact (allowed: letters, digits, '.', "
+            "'_', '-', starting with a letter or digit, at most 255 characters; no separators, no '..')"
+        )
+    return name
+
+
+def _check_count(values: tuple[str, ...], where: str, *, most: int, least_bytes: int) -> None:
+    if not 1 <= len(values) <= most:
+        raise ConfigError(f"{where}: {len(values)} entries; allowed 1..{most}")
+    for i, value in enumerate(values):
+        size = len(value.encode("utf-8"))
+        if not least_bytes <= size <= MAX_STRING_BYTES:
+            raise ConfigError(f"{where}[{i}]: {size} UTF-8 bytes; allowed {least_bytes}..{MAX_STRING_BYTES}")
+
+
+def _check_range(value: float, where: str, low: float, high: float = math.inf, *, low_open: bool = False) -> None:
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ConfigError(
+            f"{where}: {value!r} is out of range (finite, {bound}" + (f", <= {high})" if high < math.inf else ")")
+        )
+
+
+def validate_spec(spec: ArtifactSpec) -> None:
+    """The bounds of a manifest from elsewhere (module docstring); a ``ConfigError`` naming the manifest field."""
+    for where, name in file_names(spec).items():
+        check_file_name(name, where)
+    _check_count(spec.classes, "manifest.classes", most=MAX_CLASSES, least_bytes=1)
+    _check_count(spec.templates, "manifest.templates", most=MAX_TEMPLATES, least_bytes=0)
+    _check_range(spec.frames, "manifest.frames", 1, MAX_FRAMES)
+    _check_range(spec.input.size, "manifest.input.size", 1, MAX_INPUT_SIZE)
+    _check_range(spec.input.resize, "manifest.input.resize", spec.input.size, MAX_RESIZE)
+    _check_range(spec.sampling.clips, "manifest.sampling.clips", 1, MAX_CLIPS)
+    _check_range(spec.model.embed_dim, "manifest.model.embed_dim", 1)
+    _check_range(spec.logit_scale, "manifest.logit_scale", 0, low_open=True)
+    for i, (mean, std) in enumerate(zip(spec.input.mean, spec.input.std, strict=True)):
+        _check_range(mean, f"manifest.input.mean[{i}]", -math.inf)
+        _check_range(std, f"manifest.input.std[{i}]", 0, low_open=True)
+
+
+def file_names(spec: ArtifactSpec) -> dict[str, str]:
+    """Every file the manifest names, by its manifest field."""
+    names = {"manifest.onnx_file": spec.onnx_file}
+    if spec.text is not None:
+        names["manifest.text.file"] = spec.text.file
+    if spec.streaming is not None:
+        names["manifest.streaming.frames_file"] = spec.streaming.frames_file
+        names["manifest.streaming.head_file"] = spec.streaming.head_file
+    return names
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -272,6 +384,8 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     try:
         return cls(**kwargs)
     except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # a dataclass's own check: name the field it describes
         raise ConfigError(f"{where}: {exc}") from None
 
 
