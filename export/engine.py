@@ -9,6 +9,14 @@ where it does not (TensorRT 8.x, older Jetsons) the FP16 builder flag is set for
 graphs. Engines are not portable across TensorRT versions or GPUs, so they are cached under ``DIR/engines/`` keyed
 by the ONNX sha256, TensorRT version, compute capability, precision and profile: plain serialized plans (no header
 bytes, any TensorRT loader reads them) with a JSON sidecar holding the build facts.
+
+Artifacts travel, so the cache is read as untrusted: a plan is used only from the artifact's own ``engines/`` (a
+directory inside the artifact, the plan and sidecar regular files whose real paths stay inside it), only when its
+sidecar (at most ``MAX_SIDECAR_BYTES``) records this artifact's ONNX sha256, this TensorRT version, this GPU (name and
+compute capability), the precision and the profile -- otherwise it is rebuilt -- and the runtime deserializes it with
+host code disallowed (``engine_host_code_allowed = False``, TensorRT >= 10). Builds are written atomically (a
+temporary file in ``engines/`` renamed into place), only inside the artifact's ``engines/`` and the timing cache
+file the user named.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vtc_deploy.artifact import Artifact
+from vtc_deploy.artifact import MAX_SIDECAR_BYTES, Artifact, read_json_bounded
 from vtc_deploy.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
 
 log = logging.getLogger("vtc_deploy.engine")
@@ -88,7 +96,30 @@ def engine_key(
 
 
 def _paths(artifact: Artifact, key: str) -> tuple[Path, Path]:
-    return artifact.engine_dir / f"trt-{key}.plan", artifact.engine_dir / f"trt-{key}.json"
+    """The plan and sidecar of ``key`` in the artifact's engine cache, each refused when it resolves elsewhere."""
+    engines = artifact.engine_dir  # refused when engines/ is not a directory inside the artifact
+    top = Path(os.path.realpath(engines))
+    paths = []
+    for name in (f"trt-{key}.plan", f"trt-{key}.json"):
+        real = Path(os.path.realpath(engines / name))
+        if real.parent != top:
+            raise ArtifactError(
+                f"engines/{name} resolves outside the engine cache ({real}): refused", path=artifact.root
+            )
+        if real.exists() and not real.is_file():
+            raise ArtifactError(f"engines/{name} is not a regular file", path=artifact.root)
+        paths.append(real)
+    return paths[0], paths[1]
+
+
+def sidecar_mismatch(facts: Any, expected: dict[str, Any]) -> str:
+    """The first sidecar fact that differs from ``expected`` (``""`` when all match)."""
+    if not isinstance(facts, dict):
+        return "the sidecar is not a JSON object"
+    for key, value in expected.items():
+        if facts.get(key) != value:
+            return f"{key} {str(facts.get(key))[:80]!r}, expected {str(value)[:80]!r}"
+    return ""
 
 
 def _check_buildable(artifact: Artifact) -> None:
@@ -111,9 +142,22 @@ def find_engine(artifact: Artifact, profile: EngineProfile, *, device: int = 0) 
         artifact.spec.onnx_sha256, trt.__version__, facts.compute_capability, artifact.spec.precision, profile
     )
     plan, sidecar = _paths(artifact, key)
-    if plan.is_file() and sidecar.is_file():
-        return EngineInfo(plan, json.loads(sidecar.read_text("utf-8")))
-    return None
+    if not (plan.is_file() and sidecar.is_file()):
+        return None
+    facts_read = read_json_bounded(sidecar, MAX_SIDECAR_BYTES, where=f"engines/{sidecar.name}", root=artifact.root)
+    expected = {
+        "onnx_sha256": artifact.spec.onnx_sha256,
+        "tensorrt_version": trt.__version__,
+        "gpu": facts.name,
+        "compute_capability": facts.compute_capability,
+        "precision": artifact.spec.precision,
+        "profile": asdict(profile),
+    }
+    mismatch = sidecar_mismatch(facts_read, expected) if artifact.spec.onnx_sha256 else "no ONNX sha256 in manifest"
+    if mismatch:
+        log.info("cached TensorRT engine %s not used (%s): rebuilding", plan, mismatch)
+        return None
+    return EngineInfo(plan, facts_read)
 
 
 def build_engine(

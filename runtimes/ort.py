@@ -2,19 +2,28 @@
 
 Owns: ``OrtBackend`` -- provider choice (``auto``: TensorRT EP > CUDA EP > CPU, whichever the installed build
 offers; or an explicit name), session options (intra-op threads, graph optimisation level) and the execution
-provider options for TensorRT (fp16, engine cache under the artifact). Inputs and outputs are numpy arrays on the
-host (``session.run``); the native TensorRT backend is the one that manages device buffers itself.
+provider options for TensorRT (fp16, engine cache). Inputs and outputs are numpy arrays on the host
+(``session.run``); the native TensorRT backend is the one that manages device buffers itself.
+
+Every session's declared I/O is checked against the manifest (``artifact.check_graph_io``) before it runs. The
+TensorRT execution provider's engine cache lives in this machine's cache (``$VTC_DEPLOY_CACHE/ort-trt/``), not in
+the artifact: ONNX Runtime deserializes whatever plan sits in its cache under the expected name, so a cache inside
+an artifact from elsewhere would load plans nobody here built (the native backend keeps its own, checked cache under
+``DIR/engines/``, see export/engine.py).
 Imports: numpy, onnxruntime (lazily), vtc_deploy torch-free modules. Never torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from vtc_deploy.artifact import Artifact
+from vtc_deploy.artifact import ROLE_FIELDS, Artifact, GraphRole, check_graph_io
 from vtc_deploy.errors import ArtifactError, BackendUnavailable, UsageError
+from vtc_deploy.onnx_wire import TensorDecl
+from vtc_deploy.spec import file_names
 
 from .base import Backend, GraphOutputs
 
@@ -79,12 +88,6 @@ class OrtBackend(Backend):
             trt_fp16=self.trt_fp16,
         )
         self.providers = list(self._session.get_providers())
-        names = [o.name for o in self._session.get_outputs()]
-        missing = [n for n in ("logits", "embedding", "feature_norm") if n not in names]
-        if missing:
-            raise ArtifactError(
-                f"graph lacks output(s) {', '.join(missing)} (has {', '.join(names)})", path=self.onnx_path
-            )
 
     def _infer_impl(self, video: np.ndarray) -> GraphOutputs:
         logits, embedding, norm = self._session.run(
@@ -115,7 +118,9 @@ def choose_providers(ort: Any, provider: str, artifact: Artifact, *, trt_fp16: b
     chosen: list[Any] = []
     for name in names:
         if name == "TensorrtExecutionProvider":
-            cache = artifact.engine_dir / "ort-trt"
+            from vtc_deploy.zoo import cache_dir
+
+            cache = cache_dir() / "ort-trt" / (artifact.spec.onnx_sha256[:20] or "unhashed")
             cache.mkdir(parents=True, exist_ok=True)
             options = {
                 "trt_fp16_enable": bool(trt_fp16),
@@ -139,8 +144,11 @@ def open_session(
     optimization: OptLevel = "all",
     spinning: bool = True,
     trt_fp16: bool | None = None,
+    role: GraphRole | None = None,
 ) -> Any:
-    """An ONNX Runtime session over one of the artifact's graphs, with quiet logging and the chosen providers."""
+    """An ONNX Runtime session over one of the artifact's graphs, with quiet logging and the chosen providers, whose
+    declared I/O matches the manifest for ``role`` (default: the role of the manifest field naming ``path``'s file,
+    else the video graph)."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     levels = {
@@ -158,7 +166,34 @@ def open_session(
     fp16 = artifact.spec.precision == "fp16" if trt_fp16 is None else trt_fp16
     providers = choose_providers(ort, provider, artifact, trt_fp16=fp16)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         first = " ".join(str(exc).split())[:300]
         raise ArtifactError(f"ONNX Runtime cannot load the graph ({first})", path=path) from None
+    if role is None:
+        roles = {name: ROLE_FIELDS[field] for field, name in file_names(artifact.spec).items()}
+        role = roles.get(Path(path).name, "video")
+    check_graph_io(
+        artifact.spec,
+        role,
+        [_decl(i) for i in session.get_inputs()],
+        [_decl(o) for o in session.get_outputs()],
+        graph=Path(path).name,
+        root=artifact.root,
+    )
+    return session
+
+
+ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+    "tensor(float16)": "float16",
+}
+
+
+def _decl(arg: Any) -> TensorDecl:
+    """An ONNX Runtime ``NodeArg`` as a ``TensorDecl`` (symbolic or unknown dimensions are ``None``)."""
+    shape = arg.shape
+    dims = None if shape is None else tuple(d if isinstance(d, int) else None for d in shape)
+    return TensorDecl(arg.name, ORT_TYPES.get(arg.type, str(arg.type)), dims)

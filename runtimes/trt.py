@@ -1,7 +1,9 @@
 """Native TensorRT backend (torch-free): cuda-python for device memory and a stream, pinned host buffers,
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``.
 
-Owns: ``TrtBackend``. The engine comes from the artifact's cache or is built on first use (``export/engine.py``).
+Owns: ``TrtBackend``. The engine comes from the artifact's cache or is built on first use (``export/engine.py``,
+which uses a cached plan only with a matching sidecar); it is deserialized with host code disallowed and its I/O
+tensors are checked against the manifest (``artifact.check_graph_io``) before anything runs.
 Batches larger than the profile's maximum are split; batches smaller than its minimum are padded (with the last clip)
 and the padding rows dropped.
 Imports: numpy, vtc_deploy torch-free modules, tensorrt and cuda-python lazily. Never torch.
@@ -14,8 +16,9 @@ from typing import Any
 import numpy as np
 from vtc_deploy.export.engine import EngineInfo, EngineProfile, build_engine, import_tensorrt
 
-from vtc_deploy.artifact import Artifact
+from vtc_deploy.artifact import Artifact, check_graph_io
 from vtc_deploy.errors import ArtifactError, BackendUnavailable
+from vtc_deploy.onnx_wire import TensorDecl
 
 from .base import Backend, GraphOutputs
 from .cuda import DeviceBuffer, PinnedBuffer, Stream, check, copy_async, cuda_runtime, device_facts
@@ -67,6 +70,8 @@ class TrtBackend(Backend):
             device=self.device,
         )
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if hasattr(self._runtime, "engine_host_code_allowed"):  # TensorRT >= 10: plans may carry host code
+            self._runtime.engine_host_code_allowed = False
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_info.plan.read_bytes())
         if self._engine is None:
             raise ArtifactError(
@@ -74,6 +79,10 @@ class TrtBackend(Backend):
                 "vtc-deploy build-engine --force",
                 path=self.engine_info.plan,
             )
+        inputs, outputs = engine_io(trt, self._engine)
+        check_graph_io(
+            self.artifact.spec, "video", inputs, outputs, graph=self.engine_info.plan.name, root=self.artifact.root
+        )
         self._context = self._engine.create_execution_context()
         self._stream = Stream()
         spec = self.artifact.spec
@@ -137,3 +146,19 @@ class TrtBackend(Backend):
             f"tensorrt {facts.get('tensorrt_version', '?')} on {facts.get('gpu', '?')} "
             f"({self.artifact.spec.precision}, batch {self.profile})"
         )
+
+
+def engine_io(trt: Any, engine: Any) -> tuple[list[TensorDecl], list[TensorDecl]]:
+    """The I/O tensors an engine declares (dynamic dimensions, -1 in TensorRT, as ``None``)."""
+    types = {trt.DataType.FLOAT: "float32", trt.DataType.UINT8: "uint8", trt.DataType.HALF: "float16"}
+    if hasattr(trt.DataType, "INT64"):
+        types[trt.DataType.INT64] = "int64"
+    inputs: list[TensorDecl] = []
+    outputs: list[TensorDecl] = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dtype = engine.get_tensor_dtype(name)
+        shape = tuple(None if int(d) < 0 else int(d) for d in engine.get_tensor_shape(name))
+        decl = TensorDecl(name, types.get(dtype, str(dtype)), shape)
+        (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(decl)
+    return inputs, outputs
