@@ -95,7 +95,7 @@ def engine_key(
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _paths(artifact: Artifact, key: str) -> tuple[Path, Path]:
+def cache_paths(artifact: Artifact, key: str) -> tuple[Path, Path]:
     """The plan and sidecar of ``key`` in the artifact's engine cache, each refused when it resolves elsewhere."""
     engines = artifact.engine_dir  # refused when engines/ is not a directory inside the artifact
     top = Path(os.path.realpath(engines))
@@ -141,7 +141,7 @@ def find_engine(artifact: Artifact, profile: EngineProfile, *, device: int = 0) 
     key = engine_key(
         artifact.spec.onnx_sha256, trt.__version__, facts.compute_capability, artifact.spec.precision, profile
     )
-    plan, sidecar = _paths(artifact, key)
+    plan, sidecar = cache_paths(artifact, key)
     if not (plan.is_file() and sidecar.is_file()):
         return None
     facts_read = read_json_bounded(sidecar, MAX_SIDECAR_BYTES, where=f"engines/{sidecar.name}", root=artifact.root)
@@ -182,7 +182,7 @@ def build_engine(
     facts = device_facts(device)
     spec = artifact.spec
     key = engine_key(spec.onnx_sha256, trt.__version__, facts.compute_capability, spec.precision, profile)
-    plan_path, sidecar_path = _paths(artifact, key)
+    plan_path, sidecar_path = cache_paths(artifact, key)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -86,6 +86,7 @@ class OrtBackend(Backend):
             optimization=self.optimization,
             spinning=self.spinning,
             trt_fp16=self.trt_fp16,
+            role="video",
         )
         self.providers = list(self._session.get_providers())
 

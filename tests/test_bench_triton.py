@@ -119,9 +119,11 @@ def test_triton_repository_parses_with_tritons_protobuf(artifact: Path, tmp_path
     engines = art / "engines"  # a (fake) engine built earlier on a GPU: its sidecar decides the TensorRT model
     engines.mkdir()
     (engines / "trt-abc.plan").write_bytes(b"plan bytes")
-    (engines / "trt-abc.json").write_text(
-        json.dumps({"precision": "fp32", "compute_capability": "8.9", "profile": {"min": 1, "opt": 4, "max": 8}})
-    )
+    sidecar = {"precision": "fp32", "compute_capability": "8.9", "profile": {"min": 1, "opt": 4, "max": 8}}
+    sidecar["onnx_sha256"] = Artifact.open(art).spec.onnx_sha256  # a plan built from this artifact's graph
+    (engines / "trt-abc.json").write_text(json.dumps(sidecar))
+    (engines / "trt-old.plan").write_bytes(b"stale plan")  # built from another graph: not taken
+    (engines / "trt-old.json").write_text(json.dumps({**sidecar, "onnx_sha256": "0" * 64}))
     proc = run_cli("triton-repo", str(art), "--out", str(tmp_path / "repo"), "--max-batch", "16")
     assert proc.returncode == 0, proc.stderr
     spec = Artifact.open(art).spec

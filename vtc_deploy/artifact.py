@@ -251,23 +251,24 @@ class Artifact:
         except OSError as exc:
             raise ArtifactError(f"cannot read the manifest ({exc.strerror})", path=manifest) from None
         spec = ArtifactSpec.from_json(text, where=str(manifest))
-        for field, name in file_names(spec).items():
-            path = confined_path(root, name, field)
+        names = file_names(spec)
+        graphs = {field: confined_path(root, name, field) for field, name in names.items()}  # all before any read
+        for field, name in names.items():
+            path = graphs[field]
             if not path.is_file():
                 raise ArtifactError(f"{field}: the manifest names {name}, which is missing", path=root)
+            if check_hash:
+                expected = _recorded_sha256(spec, field)
+                if not expected:
+                    raise ArtifactError(f"the manifest records no sha256 for {name}", path=manifest)
+                actual = sha256_file(path)
+                if actual != expected:
+                    raise ArtifactError(
+                        f"{name} does not match the manifest (sha256 {actual[:12]}..., manifest {expected[:12]}...): "
+                        "modified or corrupt; re-export it",
+                        path=root,
+                    )
             _check_graph(spec, ROLE_FIELDS[field], path, name=name, field=field, root=root)
-            if not check_hash:
-                continue
-            expected = _recorded_sha256(spec, field)
-            if not expected:
-                raise ArtifactError(f"the manifest records no sha256 for {name}", path=manifest)
-            actual = sha256_file(path)
-            if actual != expected:
-                raise ArtifactError(
-                    f"{name} does not match the manifest (sha256 {actual[:12]}..., manifest {expected[:12]}...): "
-                    "modified or corrupt; re-export it",
-                    path=root,
-                )
         return cls(root=root, spec=spec)
 
 

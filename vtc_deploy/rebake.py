@@ -6,7 +6,9 @@ Runtime, the same rule as the exporter: ``vocab.combine_templates``); they repla
 ``model.onnx`` (and ``head.onnx`` for streaming artifacts). Everything else is copied unchanged. The manifest gets the
 new classes, templates and hashes; the parity figures are carried over with a note of what changed (the visual path is
 byte-identical; the text path was checked at export). TensorRT engines are not carried over: their cache key contains
-the ONNX hash, so they are rebuilt on first use for the new graph.
+the ONNX hash, so they are rebuilt on first use for the new graph. The source is read under the artifact rules
+(``Artifact.open``; ``parity.json`` confined and bounded); the new manifest passes ``validate_spec`` before anything
+is encoded; the output is staged beside ``out`` and renamed into place, so nothing is written outside it.
 Imports: numpy, onnx, onnxruntime (through vocab), vtc_deploy torch-free modules. Never torch.
 """
 
@@ -19,9 +21,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
-from vtc_deploy.errors import BackendUnavailable
+from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, confined_path, read_json_bounded, sha256_file
+from vtc_deploy.errors import BackendUnavailable, ConfigError, UsageError
 from vtc_deploy.labels import check_templates, resolve_class_names
+from vtc_deploy.spec import MAX_MANIFEST_BYTES, validate_spec
 from vtc_deploy.vocab import TextEncoder
 
 log = logging.getLogger("vtc_deploy.rebake")
@@ -47,6 +50,10 @@ def rebake(
     spec = artifact.spec
     names = resolve_class_names(classes)
     prompts = check_templates(templates) if templates else spec.templates
+    try:
+        validate_spec(spec.replace(classes=names, templates=prompts))
+    except ConfigError as exc:
+        raise UsageError(f"the new classes or templates break an artifact limit: {exc}") from None
     log.info("encoding %d class names x %d templates with text.onnx", len(names), len(prompts))
     embeddings = TextEncoder(artifact).class_embeddings(names, prompts)  # [C, D]
     target = Path(out) if out is not None else artifact.root
@@ -78,7 +85,12 @@ def rebake(
             ),
             parity=dataclasses.replace(spec.parity, note=what) if spec.parity else None,
         )
-        report = json.loads((artifact.root / PARITY).read_text("utf-8")) if (artifact.root / PARITY).is_file() else {}
+        parity = confined_path(artifact.root, PARITY, PARITY)
+        report = (
+            read_json_bounded(parity, MAX_MANIFEST_BYTES, where=PARITY, root=artifact.root) if parity.is_file() else {}
+        )
+        if not isinstance(report, dict):
+            report = {"export": report}
         report["rebake"] = {"from": str(artifact.root), "classes": len(names), "templates": list(prompts), "note": what}
         (stage / PARITY).write_text(json.dumps(report, indent=2), "utf-8")
         (stage / MANIFEST).write_text(new_spec.to_json() + "\n", "utf-8")

@@ -6,19 +6,28 @@ dynamic batching, the graph's inputs and outputs without the batch axis, the cla
 target), a ``NAME_trt_<precision>_<gpu>`` model with platform ``tensorrt_plan`` and the engine's batch profile. A plan
 only loads in a Triton whose TensorRT version and GPU match its sidecar. With ``tritonclient[grpc]`` installed the
 configs are parsed with Triton's own ``ModelConfig`` protobuf before anything is written.
-Imports: the standard library, vtc_deploy torch-free modules; tritonclient and protobuf lazily.
+Writes only inside ``out``: the model name is a plain name, each model directory is staged beside its target and
+renamed into place (``export.staging``), and an engine is taken only from the artifact's own ``engines/`` (files
+confined there) when its sidecar (bounded in size) records this artifact's ONNX sha256 and precision; others are
+skipped as stale.
+Imports: the standard library, vtc_deploy torch-free modules, vtc_deploy.export.staging (standard library only);
+tritonclient and protobuf lazily.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from vtc_deploy.artifact import Artifact
-from vtc_deploy.errors import ExportError
-from vtc_deploy.spec import ArtifactSpec
+from vtc_deploy.artifact import MAX_SIDECAR_BYTES, Artifact, read_json_bounded
+from vtc_deploy.errors import ConfigError, ExportError, UsageError
+from vtc_deploy.spec import ArtifactSpec, check_file_name
+
+log = logging.getLogger("vtc_deploy.triton")
+MAX_BATCH = 1 << 16
 
 DTYPES = {"uint8": "TYPE_UINT8", "float": "TYPE_FP32"}
 
@@ -67,19 +76,34 @@ def parse_model_config(text: str) -> Any:
 
 def write_triton_repo(artifact: Artifact, out: str | Path, *, name: str = "vtc", max_batch: int = 16) -> list[str]:
     """Write (or refresh) the model repository at ``out``; returns the model names written."""
+    from vtc_deploy.export.staging import staged_directory
+
+    try:
+        check_file_name(name, "--name")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     spec = artifact.spec
     models: dict[str, tuple[str, Path, str, int]] = {  # model -> (platform, source file, target name, max batch)
         name: ("onnxruntime_onnx", artifact.onnx_path, "model.onnx", max_batch),
     }
-    for sidecar in sorted(artifact.engine_dir.glob("trt-*.json")):
-        facts = json.loads(sidecar.read_text("utf-8"))
-        gpu = "".join(c if c.isalnum() else "_" for c in str(facts.get("compute_capability", "gpu")))
-        models[f"{name}_trt_{facts.get('precision', spec.precision)}_sm{gpu}"] = (
-            "tensorrt_plan",
-            sidecar.with_suffix(".plan"),
-            "model.plan",
-            int(facts["profile"]["max"]),
+    engines = artifact.engine_dir  # refused when engines/ is not a directory inside the artifact
+    top = Path(os.path.realpath(engines))
+    for sidecar in sorted(engines.glob("trt-*.json")) if engines.is_dir() else []:
+        plan = Path(os.path.realpath(sidecar.with_suffix(".plan")))
+        if Path(os.path.realpath(sidecar)).parent != top or plan.parent != top or not plan.is_file():
+            log.info("engine %s skipped: no plan, or a file outside engines/", sidecar.name)
+            continue
+        facts = read_json_bounded(sidecar, MAX_SIDECAR_BYTES, where=f"engines/{sidecar.name}", root=artifact.root)
+        batch = facts.get("profile", {}).get("max") if isinstance(facts, dict) else None
+        stale = not isinstance(facts, dict) or (facts.get("onnx_sha256"), facts.get("precision")) != (
+            spec.onnx_sha256,
+            spec.precision,
         )
+        if stale or type(batch) is not int or not 1 <= batch <= MAX_BATCH:
+            log.info("engine %s skipped: its sidecar does not describe this artifact's graph", sidecar.name)
+            continue
+        gpu = "".join(c if c.isalnum() else "_" for c in str(facts.get("compute_capability", "gpu"))[:16])
+        models[f"{name}_trt_{spec.precision}_sm{gpu}"] = ("tensorrt_plan", plan, "model.plan", batch)
     configs = {
         model: model_config_text(spec, name=model, platform=platform, max_batch=batch, preferred=[1, 4, 8, batch])
         for model, (platform, _, _, batch) in models.items()
@@ -91,9 +115,9 @@ def write_triton_repo(artifact: Artifact, out: str | Path, *, name: str = "vtc",
         pass  # tritonclient not installed: written unchecked (the tests check them)
     root = Path(out)
     for model, (_, source, target, _) in models.items():
-        version = root / model / "1"
-        version.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, version / target)
-        (root / model / "config.pbtxt").write_text(configs[model], "utf-8")
-        (root / model / "labels.txt").write_text("".join(f"{c}\n" for c in spec.classes), "utf-8")
+        with staged_directory(root / model, force=True) as stage:  # replaces root/model atomically
+            (stage / "1").mkdir()
+            shutil.copyfile(source, stage / "1" / target)
+            (stage / "config.pbtxt").write_text(configs[model], "utf-8")
+            (stage / "labels.txt").write_text("".join(f"{c}\n" for c in spec.classes), "utf-8")
     return list(models)
