@@ -220,11 +220,6 @@ class Artifact:
         confined_path(self.root, ENGINES, "engines/", kind="dir")
         return self.root / ENGINES
 
-    def file(self, name: str, where: str) -> Path:
-        """``root/name`` for a file of the artifact that ``where`` names, confined (see ``confined_path``)."""
-        confined_path(self.root, name, where)
-        return self.root / name
-
     @classmethod
     def open(cls, root: str | Path, *, check_hash: bool = True) -> Artifact:
         """Read ``root/manifest.json`` and check every graph it names (confinement, no external data, declared I/O);
