@@ -264,10 +264,14 @@ def fp16_emulation_graph(model: Any) -> Any:
         if to == TensorProto.FLOAT16 or from_half:
             half = f"{node.output[0]}__emu16"
             nodes.append(
-                helper.make_node("Cast", [node.input[0]], [half], to=TensorProto.FLOAT16, name=f"{node.name}_16")
+                helper.make_node(
+                    "Cast", [node.input[0]], [half], to=TensorProto.FLOAT16, name=f"emu16_{rounded}_{node.name}"
+                )
             )
             nodes.append(
-                helper.make_node("Cast", [half], [node.output[0]], to=TensorProto.FLOAT, name=f"{node.name}_32")
+                helper.make_node(
+                    "Cast", [half], [node.output[0]], to=TensorProto.FLOAT, name=f"emu32_{rounded}_{node.name}"
+                )
             )
             rounded += 1
         else:

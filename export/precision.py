@@ -13,7 +13,7 @@ temporal head and the classifier stay fp32 (TensorRT issues 2709, 2781, 4373, 19
 inputs and outputs keep their types.
 
 int8: the encoder's linear layers only (MatMul/Gemm with a weight initializer), weights per output channel, symmetric;
-everything else stays fp32. Three forms (``INT8_FORMS``), each with **7-bit weights** (-64..63):
+everything else stays fp32. Three forms (``INT8_FORMS``), each with **7-bit weights** (|w| <= 64):
 - ``qdq``: static QuantizeLinear/DequantizeLinear, symmetric int8 activations calibrated on real clips (the form
   TensorRT builds; ONNX Runtime runs it too);
 - ``qdq-uint8``: static Q/DQ with asymmetric uint8 activations (ONNX Runtime on CPUs only);
@@ -163,9 +163,9 @@ class Int8Form:
 
 
 INT8_FORMS: dict[str, Int8Form] = {
+    "dynamic": Int8Form("dynamic", "uint8", False, "dynamic quantization, uint8 activations per call (CPUs only)"),
     "qdq": Int8Form("static", "int8", True, "static Q/DQ, symmetric int8 activations (TensorRT and CPUs)"),
     "qdq-uint8": Int8Form("static", "uint8", False, "static Q/DQ, asymmetric uint8 activations (CPUs only)"),
-    "dynamic": Int8Form("dynamic", "uint8", False, "dynamic quantization, uint8 activations per call (CPUs only)"),
 }
 DEFAULT_INT8_FORM: Int8FormName = "dynamic"  # fastest form passing the gate on AVX2 CPUs (benchmarks/bench_precision)
 TENSORRT_INT8_FORM: Int8FormName = "qdq"

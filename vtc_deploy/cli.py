@@ -112,7 +112,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     type=click.Choice(["7", "8"]),
     default="7",
     show_default=True,
-    help="int8 weight range: 7 (-64..63); 8 is refused (ONNX Runtime's x86 kernels saturate without VNNI).",
+    help="int8 weight range: 7 (|w| <= 64); 8 is refused (ONNX Runtime's x86 kernels saturate without VNNI).",
 )
 @click.option(
     "--text/--no-text",
