@@ -83,6 +83,7 @@ class ExactOrt(Backend):
         options.log_severity_level = 3
         options.add_session_config_entry("session.x64quantprecision", "1")
         self._session = ort.InferenceSession(str(self.artifact.onnx_path), options, providers=["CPUExecutionProvider"])
+        self.providers = list(self._session.get_providers())
 
     def _infer_impl(self, video: np.ndarray) -> GraphOutputs:
         logits, emb, norm = self._session.run(["logits", "embedding", "feature_norm"], {"video": video})
@@ -176,6 +177,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-refused", action="store_true", help="skip the refused 8-bit forms")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the artifacts of an earlier run in --out (the same checkpoint)"
+    )
+    parser.add_argument("--derive-only", action="store_true", help="write the artifacts, measure nothing")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
     out = Path(args.out)
@@ -184,17 +189,25 @@ def main() -> None:
     model = load_model(args.ckpt)
     memoize_reference()
     start = time.perf_counter()
-    fp32 = Artifact.open(export_artifact(args.ckpt, out=out / "fp32", force=True, verify=False, text=False).out)
+    if args.reuse and (out / "fp32" / MANIFEST).is_file():
+        fp32 = Artifact.open(out / "fp32")
+    else:
+        fp32 = Artifact.open(export_artifact(args.ckpt, out=out / "fp32", force=True, verify=False, text=False).out)
     print(f"fp32 export: {time.perf_counter() - start:.0f} s", flush=True)
     calib = calibration_batches(fp32.spec)
     names = ["fp16", *(f"int8 {f}" for f in INT8_FORMS), *([] if args.no_refused else REFUSED)]
     artifacts = {"fp32": fp32}
     rows: list[dict[str, Any]] = []
     for name in ["fp32", *names]:
-        if name != "fp32":
+        target = out / name.split(" (")[0].replace(" ", "-")
+        if name != "fp32" and args.reuse and (target / MANIFEST).is_file():
+            artifacts[name] = Artifact.open(target)
+        elif name != "fp32":
             start = time.perf_counter()
-            artifacts[name] = derive(fp32, name, out / name.split(" (")[0].replace(" ", "-"), calib, artifacts)
+            artifacts[name] = derive(fp32, name, target, calib, artifacts)
             print(f"{name}: derived in {time.perf_counter() - start:.0f} s", flush=True)
+        if args.derive_only:
+            continue
         artifact = artifacts[name]
         kernels = ["default", "exact"] if artifact.spec.precision == "int8" else ["default"]
         for kind in kernels:
@@ -203,7 +216,11 @@ def main() -> None:
             o = report.overall
             row = {
                 "graph": name,
-                "kernels": "exact (= VNNI/AMX)" if kind == "exact" else f"default ({facts.isa})",
+                "kernels": "exact (= VNNI/AMX)"
+                if kind == "exact"
+                else f"fp16 emulated ({facts.isa}; verdict)"
+                if report.fp16_emulation
+                else f"default ({facts.isa})",
                 "passed": report.passed,
                 "failures": report.failures,
                 **dataclasses.asdict(o),
@@ -216,7 +233,10 @@ def main() -> None:
                 flush=True,
             )
 
-    speed_names = ["fp32", *(n for n in names if n != "fp16")]
+    if args.derive_only:
+        return
+    # Speed: the refused forms run the same kernels as their 7-bit twins (only the weight values differ): not timed.
+    speed_names = ["fp32", *(n for n in names if n.startswith("int8 "))]
     backends = {
         n: create_backend("onnxruntime", artifacts[n], provider="cpu", threads=args.threads) for n in speed_names
     }
@@ -252,7 +272,7 @@ def main() -> None:
         name = row["graph"]
         cells = []
         for b in batches:
-            if (name, b) in best and row["kernels"].startswith("default"):
+            if (name, b) in best and not row["kernels"].startswith("exact"):
                 cells.append(f"{best[name, b]:.2f} ({best[name, b] / best['fp32', b]:.2f}x)")
             else:
                 cells.append("")

@@ -189,6 +189,15 @@ def test_int8_uint8_qdq_form_structure(calib_videos: list[str], tmp_path: Path) 
     _int8_structure(tmp_path / "a", "qdq-uint8")
 
 
+def test_cli_offers_the_int8_forms_of_the_exporter() -> None:
+    from vtc_deploy.export.precision import DEFAULT_INT8_FORM, INT8_FORMS
+
+    from vtc_deploy.cli import export
+
+    option = next(p for p in export.params if p.name == "int8_form")
+    assert option.default == DEFAULT_INT8_FORM and list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]
+
+
 def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--calib VIDEOS"):
         export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="qdq")
