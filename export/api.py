@@ -1,7 +1,9 @@
 """``vtc-deploy export`` and ``vtc-deploy verify`` as library calls.
 
 Owns: ``export_artifact`` (load -> ONNX -> metadata -> parity gate -> manifest -> atomic publish) and
-``verify_artifact`` (rebuild the PyTorch model recorded in a manifest and run the gate again).
+``verify_artifact`` (rebuild the PyTorch model recorded in a manifest and run the gate again on this machine; with
+``record`` its report goes to ``parity.<isa>.json`` and the machine to the manifest's ``parity.verified``, so that
+loading the artifact on a CPU of that ISA class no longer asks for a verify).
 Imports: torch, onnx, onnxruntime (through the runtime backend), vtc_deploy.
 """
 
@@ -38,7 +40,17 @@ from vtc_deploy.spec import (
 from .graph import finalize_onnx
 from .onnx_export import ExporterName, export_onnx, export_streaming, export_text
 from .parity import ParityReport, check_streaming, check_text, run_gate
-from .precision import ActivationType, CalibrationMethod, LayerNormMode, quantize_int8, to_fp16
+from .precision import (
+    DEFAULT_INT8_FORM,
+    INT8_FORMS,
+    CalibrationMethod,
+    Int8FormName,
+    LayerNormMode,
+    WeightBits,
+    check_int8_form,
+    quantize_int8,
+    to_fp16,
+)
 from .staging import staged_directory
 
 log = logging.getLogger("vtc_deploy.export")
@@ -104,7 +116,8 @@ def export_artifact(
     calib: Sequence[str] = (),
     calib_method: CalibrationMethod = "minmax",
     calib_clips: int = 2,
-    int8_activations: ActivationType = "int8",
+    int8_form: Int8FormName = DEFAULT_INT8_FORM,
+    int8_weight_bits: WeightBits = 7,
     fp16_layernorm: LayerNormMode = "fp32",
     text: bool = True,
     streaming: bool = False,
@@ -112,9 +125,10 @@ def export_artifact(
     """Export ``ckpt`` to the artifact directory ``out``; raises ``ParityError`` (and writes nothing) when the gate
     fails.
 
-    ``precision``: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` (QDQ, calibrated on
-    ``calib_clips`` clips of each ``calib`` video through the real input path). ``fp16_layernorm`` other than
-    ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for measurements, not for shipping).
+    ``precision``: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` in ``int8_form``
+    (``export.precision.INT8_FORMS``; the static forms calibrate on ``calib_clips`` clips of each ``calib`` video
+    through the real input path, ``dynamic`` needs no calibration; 8-bit weights are refused). ``fp16_layernorm``
+    other than ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for measurements, not for shipping).
     ``text`` adds ``text.onnx`` (new classes without torch: ``rebake``, ``run --classes``); ``streaming`` adds
     ``frames.onnx`` + ``head.onnx`` (sliding windows that encode each frame once).
     """
@@ -122,9 +136,16 @@ def export_artifact(
         raise UsageError(f"--input must be uint8 or float, got {input_kind!r}")
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    if precision == "int8" and not calib:
-        raise UsageError("--precision int8 needs --calib VIDEOS: real clips to calibrate the activation ranges")
-    if precision != "int8" and calib:
+    if precision == "int8":
+        form = check_int8_form(int8_form, int8_weight_bits)
+        if form.mode == "static" and not calib:
+            raise UsageError(
+                f"--precision int8 --int8-form {int8_form} needs --calib VIDEOS: real clips to calibrate the "
+                "activation ranges"
+            )
+        if form.mode == "dynamic" and calib:
+            raise UsageError("--calib is not used by --int8-form dynamic (activation ranges are taken per call)")
+    elif calib:
         raise UsageError("--calib is only used with --precision int8")
     start = time.perf_counter()
     out = Path(out)
@@ -159,7 +180,7 @@ def export_artifact(
                 calib=calib,
                 calib_method=calib_method,
                 calib_clips=calib_clips,
-                int8_activations=int8_activations,
+                int8_form=int8_form,
                 fp16_layernorm=fp16_layernorm,
             )
             fp32_path.unlink()
@@ -176,7 +197,7 @@ def export_artifact(
                     calib=calib,
                     calib_clips=calib_clips,
                     calib_method=calib_method,
-                    int8_activations=int8_activations,
+                    int8_form=int8_form,
                 )
             )
         finalize_onnx(onnx_path, spec)
@@ -245,7 +266,7 @@ def _export_streaming(
     calib: Sequence[str],
     calib_clips: int,
     calib_method: CalibrationMethod,
-    int8_activations: ActivationType,
+    int8_form: Int8FormName,
 ) -> StreamingSpec:
     """``frames.onnx`` (in the artifact's precision) and ``head.onnx`` (fp32, like the head in every precision)."""
     names = StreamingSpec()
@@ -262,7 +283,7 @@ def _export_streaming(
             calib=calib,
             calib_method=calib_method,
             calib_clips=calib_clips,
-            int8_activations=int8_activations,
+            int8_form=int8_form,
             fp16_layernorm="fp32",
             input_name="frames",
             per_frame=True,
@@ -282,7 +303,7 @@ def _reduce_precision(
     calib: Sequence[str],
     calib_method: CalibrationMethod,
     calib_clips: int,
-    int8_activations: ActivationType,
+    int8_form: Int8FormName,
     fp16_layernorm: LayerNormMode,
     input_name: str = "video",
     per_frame: bool = False,
@@ -296,6 +317,9 @@ def _reduce_precision(
         model, quantization = to_fp16(onnx.load(str(fp32_path)), layernorm=fp16_layernorm)
         onnx.save(model, str(out_path))
         return quantization
+    if INT8_FORMS[int8_form].mode == "dynamic":
+        log.info("int8 pass (%s, no calibration)", INT8_FORMS[int8_form].description)
+        return quantize_int8(fp32_path, out_path, [], input_name=input_name, form=int8_form)
     batches: list[np.ndarray] = []
     used = 0
     for path in calib:
@@ -320,7 +344,7 @@ def _reduce_precision(
         out_path,
         batches,
         input_name=input_name,
-        activations=int8_activations,
+        form=int8_form,
         method=calib_method,
         calibration_videos=used,
     )
@@ -333,11 +357,15 @@ def verify_artifact(
     ckpt: str | None = None,
     clip: str | None = None,
     backend: str = "onnxruntime",
+    record: bool = False,
     **backend_options: Any,
 ) -> ParityReport:
     """Rebuild the PyTorch model named in the manifest (or ``ckpt``) and run the parity gate on the artifact with
-    ``backend`` (ONNX Runtime on the CPU by default; ``tensorrt`` or ``provider="cuda"`` on a GPU)."""
+    ``backend`` (ONNX Runtime on the CPU by default; ``tensorrt`` or ``provider="cuda"`` on a GPU); ``record``: write
+    the report and this machine into the artifact (see the module docstring), passed or not."""
     artifact = Artifact.open(root)
+    if record:
+        _check_writable(artifact.root)
     spec = artifact.spec
     source = spec.source
     ckpt = ckpt or source.ckpt or source.clip
@@ -353,4 +381,39 @@ def verify_artifact(
     runner = create_backend(
         backend, artifact, **({"provider": "cpu"} | backend_options if backend == "onnxruntime" else backend_options)
     )
-    return run_gate(model.classifier, artifact, videos=videos, backend=runner)
+    report = run_gate(model.classifier, artifact, videos=videos, backend=runner)
+    if record:
+        record_verification(artifact, report)
+    return report
+
+
+def _check_writable(root: Path) -> None:
+    import os
+
+    if not os.access(root, os.W_OK) or not os.access(root / MANIFEST, os.W_OK):
+        raise UsageError(f"{root}: not writable, cannot record the verification (pass --no-record)")
+
+
+def record_verification(artifact: Artifact, report: ParityReport) -> Path:
+    """Write ``report`` to ``parity.<isa>.json`` and add its ``GateHost`` to the manifest's ``parity.verified``
+    (the manifest is replaced atomically; the copy inside model.onnx keeps the export's view). Returns the report's
+    path."""
+    import os
+
+    host = report.host
+    assert host is not None  # run_gate always records it
+    path = artifact.root / f"parity.{host.isa or 'gpu'}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
+    os.replace(tmp, path)
+    spec = artifact.spec
+    if spec.parity is None:  # exported with --no-verify: this is its first gate
+        parity = report.summary()
+    else:
+        parity = dataclasses.replace(spec.parity, verified=(*spec.parity.verified, host))
+    manifest = artifact.root / MANIFEST
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(spec.replace(parity=parity).to_json() + "\n", "utf-8")
+    os.replace(tmp, manifest)
+    log.info("recorded the verification on %s (%s) in %s", host.isa, host.cpu, manifest)
+    return path

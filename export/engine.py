@@ -126,8 +126,8 @@ def _check_buildable(artifact: Artifact) -> None:
     q = artifact.spec.quantization
     if q is not None and q.activations == "uint8":
         raise ArtifactError(
-            "this int8 graph has asymmetric uint8 activations (--int8-activations uint8, for ONNX Runtime on CPUs); "
-            "TensorRT needs symmetric int8: re-export with --int8-activations int8",
+            f"this int8 graph ({q.form or 'qdq-uint8'}) has uint8 activations, for ONNX Runtime on CPUs; "
+            "TensorRT needs symmetric int8 Q/DQ: re-export with --int8-form qdq",
             path=artifact.root,
         )
 

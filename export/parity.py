@@ -11,19 +11,28 @@ reference logit is within ``TIE[precision]`` of the reference maximum counts as 
 reported too, as ``top1_agreement_strict``); ``top5_agreement`` mean overlap of the top-5 sets; ``max_kl``
 KL(p_ref || p_test) of the softmax probabilities.
 
-ONNX Runtime on a CPU is not a faithful fp16 machine: where it has no fp16 kernel (x86 MatMul/Gemm/Conv) it computes
-in fp32 and does not round the result to fp16 (measured: 1 + 2048 gives 2049). A CPU gate of an fp16 graph therefore
-sees the fp16 weights and fp16 island inputs but not fp16 arithmetic; the authoritative fp16 check runs on the target:
-``vtc-deploy verify DIR --backend tensorrt`` (or ``--provider cuda``) on the GPU.
+fp16 emulation: ONNX Runtime on a CPU is not a faithful fp16 machine: where it has no fp16 kernel (x86
+MatMul/Gemm/Conv) it computes in fp32 and does not round the result to fp16 (measured: 1 + 2048 gives 2049; it also
+drops explicit fp16 round trips next to such nodes). So on the CPU the gate of an fp16 graph runs twice: the graph as
+it is ("plain": fp16 weights, no fp16 arithmetic) and ``fp16_emulation_graph`` of it, in which every fp16 island
+computes in fp32 on fp16 values and its results are rounded to fp16 (Cast to float16 and back, overflow to inf) before
+they flow on. Both are reported; the verdict is the emulated one's. On a GPU (``--provider cuda``, ``--backend
+tensorrt``) the graph's own fp16 arithmetic is checked and there is nothing to emulate.
+
+Where: the report records the CPU (model name, ISA class) and ONNX Runtime version it ran on (``GateHost``); int8 and
+fp16 numbers may depend on them (``vtc_deploy.cpuinfo``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +40,11 @@ import torch
 from vtc_deploy.runtimes import Backend, GraphOutputs, create_backend
 
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.errors import VideoDecodeError
+from vtc_deploy.errors import ParityError, VideoDecodeError
 from vtc_deploy.inputs import graph_feed, read_views
 from vtc_deploy.model import VideoTextClassifier
 from vtc_deploy.preprocess import to_float
-from vtc_deploy.spec import ArtifactSpec, ParitySummary, Precision, check_crops
+from vtc_deploy.spec import ArtifactSpec, GateHost, ParitySummary, Precision, check_crops
 
 log = logging.getLogger("vtc_deploy.parity")
 
@@ -82,6 +91,11 @@ class ParityReport:
     skipped_videos: list[str] = field(default_factory=list)
     note: str = ""
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # text graph, streaming split
+    host: GateHost | None = None  # the CPU and ONNX Runtime the gate ran on
+    fp16_emulation: bool = False  # groups/overall are the emulated figures; plain_* the graph as ONNX Runtime runs it
+    plain_groups: list[Stats] = field(default_factory=list)
+    plain_overall: Stats | None = None
+    plain_failures: list[str] = field(default_factory=list)
 
     def add(self, name: str, stats: dict[str, float], failures: list[str]) -> None:
         """Fold the result of an additional check (text graph, streaming graphs) into the report."""
@@ -102,6 +116,10 @@ class ParityReport:
             samples=o.samples,
             videos=len(self.videos),
             thresholds={**self.thresholds, "top1_tie_logit": self.tie},
+            note="fp16 emulated on the CPU (results of every fp16 island rounded to fp16)"
+            if self.fp16_emulation
+            else "",
+            host=self.host,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,11 +127,16 @@ class ParityReport:
 
     def headline(self) -> str:
         o = self.overall
-        return (
+        text = (
             f"max|dlogit| {o.max_abs_logit:.3g}, min cos {o.min_cosine:.7f}, top-1 {o.top1_agreement:.1%} "
             f"(strict {o.top1_agreement_strict:.1%}), top-5 {o.top5_agreement:.1%}, max KL {o.max_kl:.3g} over "
             f"{o.samples} samples"
         )
+        if self.fp16_emulation and self.plain_overall is not None:
+            text = f"fp16 emulated: {text}; plain CPU graph: {_short(self.plain_overall)}"
+        if self.host is not None:
+            text += f" [{self.host.isa} CPU, onnxruntime {self.host.onnxruntime}]"
+        return text
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -200,6 +223,72 @@ def random_feed(spec: ArtifactSpec, batch: int, rng: np.random.Generator) -> np.
     return graph_feed(video, spec.input)
 
 
+def gate_host(backend: str = "", passed: bool = True, cpu_gate: bool = True) -> GateHost:
+    """This machine's CPU, ISA class and ONNX Runtime version (``vtc_deploy.cpuinfo``), stamped now; a gate that did
+    not run on the CPU (``cpu_gate=False``: CUDA, TensorRT) gets the ISA class "" (it says nothing about CPUs)."""
+    from vtc_deploy.cpuinfo import cpu_facts
+
+    try:
+        import onnxruntime
+
+        version = str(onnxruntime.__version__)
+    except ImportError:
+        version = ""
+    facts = cpu_facts()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    isa = facts.isa if cpu_gate else ""
+    return GateHost(cpu=facts.model, isa=isa, onnxruntime=version, backend=backend, passed=passed, date=now)
+
+
+def fp16_emulation_graph(model: Any) -> Any:
+    """The fp16 graph ``model`` as fp32 arithmetic on fp16 values (see the module docstring): fp16 initializers become
+    fp32 initializers of the same values, every Cast to float16 becomes a round trip float16 -> float32, and every Cast
+    from float16 back to float32 rounds its (now fp32) input to float16 first. Returns a new model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]
+    }
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+        if init.data_type == TensorProto.FLOAT16:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    nodes = []
+    rounded = 0
+    for node in model.graph.node:
+        to = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+        from_half = to == TensorProto.FLOAT and types.get(node.input[0]) == TensorProto.FLOAT16
+        if to == TensorProto.FLOAT16 or from_half:
+            half = f"{node.output[0]}__emu16"
+            nodes.append(
+                helper.make_node(
+                    "Cast", [node.input[0]], [half], to=TensorProto.FLOAT16, name=f"emu16_{rounded}_{node.name}"
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Cast", [half], [node.output[0]], to=TensorProto.FLOAT, name=f"emu32_{rounded}_{node.name}"
+                )
+            )
+            rounded += 1
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.value_info[:]
+    if rounded == 0:
+        raise ParityError("fp16 emulation: the graph has no fp16 islands (no Cast to or from float16)")
+    onnx.checker.check_model(model)
+    return model
+
+
+def _runs_on_cpu(runner: Backend) -> bool:
+    return runner.name == "onnxruntime" and list(getattr(runner, "providers", [])) == ["CPUExecutionProvider"]
+
+
 def run_gate(
     classifier: VideoTextClassifier,
     artifact: Artifact,
@@ -210,47 +299,70 @@ def run_gate(
     seed: int = 0,
     clips: int = 1,
     crops: int = 1,
+    fp16_emulation: bool = True,
 ) -> ParityReport:
-    """Compare PyTorch with ``backend`` (default: ONNX Runtime on the CPU) on random and real inputs."""
+    """Compare PyTorch with ``backend`` (default: ONNX Runtime on the CPU) on random and real inputs; an fp16 graph
+    on the CPU is also run with fp16 emulation (``fp16_emulation_graph``), whose figures decide."""
     spec = artifact.spec
     thresholds = THRESHOLDS[spec.precision]
     tie = TIE[spec.precision]
     runner = backend or create_backend("onnxruntime", artifact, provider="cpu")
-    groups: list[Stats] = []
     rng = np.random.default_rng(seed)
     used: list[str] = []
     skipped: list[str] = []
-    with runner:
-        for b in batches:
-            feed = random_feed(spec, b, rng)
-            groups.append(compare(f"random batch {b}", torch_outputs(classifier, feed, spec), runner.infer(feed), tie))
-            log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
-        feeds = []
-        for path in videos:
-            try:
-                views = read_views(
-                    path,
-                    frames=spec.frames,
-                    input_spec=spec.input,
-                    rule=spec.sampling.rule,
-                    clips=clips,
-                    crops=check_crops(crops),
-                )
-            except VideoDecodeError as exc:
-                skipped.append(str(exc))
-                log.warning("parity: skipped %s", exc)
-                continue
-            feeds.append(graph_feed(views.video, spec.input))
-            used.append(str(path))
-        if feeds:
-            feed = np.concatenate(feeds)  # [sum V, ...] one batch through the real input path
-            groups.append(
-                compare(f"videos ({len(used)})", torch_outputs(classifier, feed, spec), runner.infer(feed), tie)
+    named: list[tuple[str, np.ndarray]] = [(f"random batch {b}", random_feed(spec, b, rng)) for b in batches]
+    feeds = []
+    for path in videos:
+        try:
+            views = read_views(
+                path,
+                frames=spec.frames,
+                input_spec=spec.input,
+                rule=spec.sampling.rule,
+                clips=clips,
+                crops=check_crops(crops),
             )
-            log.info("parity %s: %s", groups[-1].name, _short(groups[-1]))
-        described = runner.describe()
+        except VideoDecodeError as exc:
+            skipped.append(str(exc))
+            log.warning("parity: skipped %s", exc)
+            continue
+        feeds.append(graph_feed(views.video, spec.input))
+        used.append(str(path))
+    if feeds:
+        named.append((f"videos ({len(used)})", np.concatenate(feeds)))  # [sum V, ...] through the real input path
+    refs = [torch_outputs(classifier, feed, spec) for _, feed in named]
+
+    def measure(run: Backend, label: str) -> list[Stats]:
+        groups = []
+        with run:
+            for (name, feed), ref in zip(named, refs, strict=True):
+                groups.append(compare(name, ref, run.infer(feed), tie))
+                log.info("parity %s%s: %s", label, name, _short(groups[-1]))
+        return groups
+
+    groups = measure(runner, "")
+    described = runner.describe()
+    plain_groups: list[Stats] = []
+    emulate = fp16_emulation and spec.precision == "fp16" and _runs_on_cpu(runner)
+    if emulate:
+        import onnx
+
+        plain_groups = groups
+        with tempfile.TemporaryDirectory(prefix="vtc-fp16-emulation-") as tmp:
+            emulated_path = Path(tmp) / "emulated.onnx"
+            onnx.save(fp16_emulation_graph(onnx.load(str(artifact.onnx_path))), str(emulated_path))
+            emulated = create_backend(
+                "onnxruntime",
+                artifact,
+                provider="cpu",
+                threads=getattr(runner, "threads", None),
+                onnx_path=str(emulated_path),
+            )
+            groups = measure(emulated, "(fp16 emulated) ")
+        described += ", fp16 emulated"
     overall = merge("overall", groups)
     failures = judge(overall, thresholds)
+    plain_overall = merge("overall", plain_groups) if plain_groups else None
     note = "" if used else "no videos given: the full input path was not checked (pass --videos)"
     return ParityReport(
         precision=spec.precision,
@@ -264,6 +376,11 @@ def run_gate(
         videos=used,
         skipped_videos=skipped,
         note=note,
+        host=gate_host(described, passed=not failures, cpu_gate=_runs_on_cpu(runner)),
+        fp16_emulation=emulate,
+        plain_groups=plain_groups,
+        plain_overall=plain_overall,
+        plain_failures=judge(plain_overall, thresholds) if plain_overall is not None else [],
     )
 
 

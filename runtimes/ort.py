@@ -3,7 +3,9 @@
 Owns: ``OrtBackend`` -- provider choice (``auto``: TensorRT EP > CUDA EP > CPU, whichever the installed build
 offers; or an explicit name), session options (intra-op threads, graph optimisation level) and the execution
 provider options for TensorRT (fp16, engine cache). Inputs and outputs are numpy arrays on the host
-(``session.run``); the native TensorRT backend is the one that manages device buffers itself.
+(``session.run``); the native TensorRT backend is the one that manages device buffers itself. Opening a
+reduced-precision artifact on the CPU logs one line when this CPU's ISA class is not one its parity gate ran on
+(``check_gate_host``; the manifest's ``parity.host`` and ``parity.verified``).
 
 Every session's declared I/O is checked against the manifest (``artifact.check_graph_io``) before it runs. The
 TensorRT execution provider's engine cache lives in this machine's cache (``$VTC_DEPLOY_CACHE/ort-trt/``), not in
@@ -15,6 +17,7 @@ Imports: numpy, onnxruntime (lazily), vtc_deploy torch-free modules. Never torch
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +37,31 @@ PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
 }
 OptLevel = Literal["disable", "basic", "extended", "all"]
+log = logging.getLogger("vtc_deploy.runtime")
+_WARNED: set[tuple[str, str]] = set()
+
+
+def check_gate_host(artifact: Artifact, isa: str | None = None) -> str | None:
+    """One log line (returned too) when ``artifact`` is fp16/int8 and this CPU's ISA class (``isa``, default this
+    machine's) is none of those its recorded gates passed on; ``None`` otherwise, or when nothing was recorded."""
+    spec = artifact.spec
+    if spec.precision == "fp32" or spec.parity is None or spec.parity.host is None:
+        return None
+    hosts = [spec.parity.host, *(v for v in spec.parity.verified if v.passed)]
+    if isa is None:
+        from vtc_deploy.cpuinfo import cpu_facts
+
+        isa = cpu_facts().isa
+    if any(h.isa == isa for h in hosts) or (str(artifact.root), isa) in _WARNED:
+        return None
+    _WARNED.add((str(artifact.root), isa))
+    where = ", ".join(sorted({f"{h.isa} (onnxruntime {h.onnxruntime})" for h in hosts}))
+    line = (
+        f"{artifact.root}: the {spec.precision} parity gate ran on {where} CPUs, this one is {isa}: "
+        f"run `vtc-deploy verify {artifact.root}` to re-gate it here"
+    )
+    log.warning("%s", line)
+    return line
 
 
 def import_onnxruntime() -> Any:
@@ -89,6 +117,8 @@ class OrtBackend(Backend):
             role="video",
         )
         self.providers = list(self._session.get_providers())
+        if self.providers == ["CPUExecutionProvider"]:
+            check_gate_host(self.artifact)
 
     def _infer_impl(self, video: np.ndarray) -> GraphOutputs:
         logits, embedding, norm = self._session.run(

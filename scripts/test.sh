@@ -10,6 +10,19 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -e '.[export,train,cpu,serve,dev]'
 # tensorrt-stubs declares the tensorrt wheel itself as a dependency, which only installs from NVIDIA's index.
 "${PIP[@]}" install --no-deps 'tensorrt-stubs>=10.3'
+# qemu-user runs the tiny model's int8 and fp16-emulation gates as an AVX2-only CPU (tests/test_isa.py), so that any
+# x86 machine checks that path too. Debian's qemu-user (QEMU >= 7.2 emulates AVX2); skipped with the reason otherwise.
+if [ "$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing qemu-user (apt-get)" >&2
+        if ! { apt-get install -y -q qemu-user >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q qemu-user >/dev/null 2>&1; }; }; then
+            echo "== qemu-user could not be installed (apt-get failed): the AVX2-emulation tests will skip" >&2
+        fi
+    else
+        echo "== qemu-user missing and not installable here (needs root and apt-get): the AVX2-emulation tests will skip" >&2
+    fi
+fi
 
 echo "== ruff" >&2
 .venv/bin/ruff check .

@@ -76,7 +76,9 @@ def test_bench_writes_json_markdown_and_png(artifact: Path, real_videos: list[Pa
     assert [(c["backend"], c["precision"]) for c in report["configs"]] == [
         ("onnxruntime", "fp32"),
         ("onnxruntime", "fp16"),
-        ("onnxruntime", "int8"),
+        ("onnxruntime", "int8-dynamic"),  # int8: every form side by side
+        ("onnxruntime", "int8-qdq"),
+        ("onnxruntime", "int8-qdq-uint8"),
     ]
     for config in report["configs"]:
         assert (
@@ -87,7 +89,7 @@ def test_bench_writes_json_markdown_and_png(artifact: Path, real_videos: list[Pa
             assert stats["clips_per_s"] > 0 and stats["frames_per_s"] == pytest.approx(4 * stats["clips_per_s"])
             assert 0 < stats["peak_fraction"] < 2
     table = (tmp_path / "bench.md").read_text()
-    assert table.count("| onnxruntime |") == 6 and "of fp32 GEMM peak" in table and table in proc.stdout
+    assert table.count("| onnxruntime |") == 10 and "of fp32 GEMM peak" in table and table in proc.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

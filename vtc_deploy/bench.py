@@ -4,8 +4,9 @@ of a GEMM peak measured in the same run (torch-free).
 Owns: ``run_bench`` and its report (JSON, markdown, PNG), ``analytic_gflops`` (from the manifest's architecture),
 ``gemm_peak_gflops``. Backends, precisions and batch sizes are interleaved round by round in one process, so that
 ratios between them are trustworthy on a noisy machine. fp16 and int8 variants of an fp32 artifact are derived on the
-fly (the same graph passes as ``export --precision``; int8 calibrates on the bench videos) -- for speed only: they
-are not parity-checked here, ``export`` does that.
+fly (the same graph passes as ``export --precision``; ``int8`` means every int8 form side by side -- ``int8-dynamic``,
+``int8-qdq``, ``int8-qdq-uint8``, each also accepted alone; the static forms calibrate on the bench videos) -- for
+speed only: they are not parity-checked here, ``export`` does that.
 Imports: numpy, Pillow, onnx (variants, GEMM graph), vtc_deploy torch-free modules. Never torch.
 """
 
@@ -25,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from vtc_deploy.runtimes import Backend, create_backend
 from vtc_deploy.sampling import sample_indices
 from vtc_deploy.spec import ArtifactSpec
 from vtc_deploy.video import open_video
+
+if TYPE_CHECKING:
+    from vtc_deploy.export.precision import Int8FormName
 
 log = logging.getLogger("vtc_deploy.bench")
 
@@ -197,6 +201,17 @@ class BenchReport:
         return "\n".join(lines) + "\n"
 
 
+INT8_VARIANTS = ("int8-dynamic", "int8-qdq", "int8-qdq-uint8")  # export.precision.INT8_FORMS, prefixed
+
+
+def expand_precisions(precisions: Sequence[str], own: str) -> list[str]:
+    """``int8`` stands for every int8 form (unless the artifact is int8 itself: then it is the artifact)."""
+    out: list[str] = []
+    for p in precisions:
+        out.extend(INT8_VARIANTS if p == "int8" and own != "int8" else [p])
+    return out
+
+
 def _variant(artifact: Artifact, precision: str, workdir: Path, calib_views: list[np.ndarray]) -> Artifact:
     """An fp16 or int8 copy of an fp32 artifact (graph passes of ``export.precision``), for speed measurements."""
     import onnx
@@ -206,6 +221,8 @@ def _variant(artifact: Artifact, precision: str, workdir: Path, calib_views: lis
     spec = artifact.spec
     if spec.precision == precision:
         return artifact
+    if precision not in ("fp32", "fp16", *INT8_VARIANTS):
+        raise UsageError(f"unknown precision {precision!r}; allowed: fp32, fp16, int8, {', '.join(INT8_VARIANTS)}")
     if spec.precision != "fp32":
         raise UsageError(
             f"--precisions {precision}: derive variants from an fp32 artifact (this one is {spec.precision})"
@@ -216,14 +233,15 @@ def _variant(artifact: Artifact, precision: str, workdir: Path, calib_views: lis
     if precision == "fp16":
         model, quantization = to_fp16(onnx.load(str(artifact.onnx_path)))
         onnx.save(model, str(target))
-    elif precision == "int8":
+    else:
         if not calib_views:
             raise UsageError("--precisions int8 needs --videos to calibrate on")
-        quantization = quantize_int8(artifact.onnx_path, target, calib_views, calibration_videos=len(calib_views))
-    else:
-        raise UsageError(f"unknown precision {precision!r}; allowed: fp32, fp16, int8")
+        form = cast("Int8FormName", precision.removeprefix("int8-"))
+        quantization = quantize_int8(
+            artifact.onnx_path, target, calib_views, form=form, calibration_videos=len(calib_views)
+        )
     variant = spec.replace(
-        precision=precision,
+        precision=precision.split("-")[0],
         quantization=quantization,
         onnx_sha256=sha256_file(target),
         text=None,
@@ -254,7 +272,7 @@ def run_bench(
     threads = threads or os.cpu_count() or 1
     artifact = Artifact.open(model_dir)
     spec = artifact.spec
-    precisions = list(precisions or [spec.precision])
+    precisions = expand_precisions(precisions or [spec.precision], spec.precision)
 
     stage_ms: dict[str, list[float]] = {"decode": [], "sampling": [], "preprocess": [], "postprocess": []}
     clips: list[np.ndarray] = []

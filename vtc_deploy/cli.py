@@ -23,7 +23,7 @@ from vtc_deploy.video import DecoderName
 
 if TYPE_CHECKING:
     from vtc_deploy.export.onnx_export import ExporterName
-    from vtc_deploy.export.precision import ActivationType, CalibrationMethod
+    from vtc_deploy.export.precision import CalibrationMethod, Int8FormName, WeightBits
 else:
     ExporterName = str
 
@@ -100,11 +100,19 @@ def cli(quiet: bool, verbose: bool) -> None:
     "--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True
 )
 @click.option(
-    "--int8-activations",
-    type=click.Choice(["int8", "uint8"]),
-    default="int8",
+    "--int8-form",
+    type=click.Choice(["dynamic", "qdq", "qdq-uint8"]),
+    default="dynamic",
     show_default=True,
-    help="int8: symmetric (TensorRT) or uint8 asymmetric (fastest on x86 ONNX Runtime; not for TensorRT).",
+    help="int8: dynamic (CPUs, no --calib), qdq (static, symmetric int8 activations: TensorRT and CPUs) or qdq-uint8 "
+    "(static, CPUs). 7-bit weights, the same numbers on every x86 CPU.",
+)
+@click.option(
+    "--int8-weight-bits",
+    type=click.Choice(["7", "8"]),
+    default="7",
+    show_default=True,
+    help="int8 weight range: 7 (|w| <= 64); 8 is refused (ONNX Runtime's x86 kernels saturate without VNNI).",
 )
 @click.option(
     "--text/--no-text",
@@ -135,7 +143,8 @@ def export(
     precision: str,
     calib: tuple[str, ...],
     calib_method: str,
-    int8_activations: str,
+    int8_form: str,
+    int8_weight_bits: str,
     text: bool,
     streaming: bool,
     triton_repo: Path | None,
@@ -160,7 +169,8 @@ def export(
         precision=cast(Precision, precision),
         calib=expand_inputs(list(calib)),
         calib_method=cast("CalibrationMethod", calib_method),
-        int8_activations=cast("ActivationType", int8_activations),
+        int8_form=cast("Int8FormName", int8_form),
+        int8_weight_bits=cast("WeightBits", int(int8_weight_bits)),
         text=text,
         streaming=streaming,
     )
@@ -192,16 +202,28 @@ def export(
     show_default=True,
     help="ONNX Runtime execution provider.",
 )
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Write the report to DIR/parity.<isa>.json and this machine into the manifest (parity.verified).",
+)
 def verify(
-    model_dir: Path, videos: tuple[str, ...], ckpt: str | None, clip_: str | None, backend: str, provider: str
+    model_dir: Path,
+    videos: tuple[str, ...],
+    ckpt: str | None,
+    clip_: str | None,
+    backend: str,
+    provider: str,
+    record: bool,
 ) -> None:
-    """Run the parity gate again on an artifact; prints the report as JSON."""
+    """Run the parity gate again on an artifact, on this machine; prints the report as JSON."""
     from vtc_deploy.export import verify_artifact
     from vtc_deploy.inputs import expand_inputs
 
     options = {"provider": provider} if backend == "onnxruntime" else {}
     report = verify_artifact(
-        model_dir, videos=expand_inputs(list(videos)), ckpt=ckpt, clip=clip_, backend=backend, **options
+        model_dir, videos=expand_inputs(list(videos)), ckpt=ckpt, clip=clip_, backend=backend, record=record, **options
     )
     click.echo(json.dumps(report.to_dict(), indent=2))
     if not report.passed:

@@ -147,6 +147,18 @@ class ExportSource:
 
 
 @dataclass(frozen=True)
+class GateHost:
+    """Where a parity gate ran: reduced-precision numbers can depend on the CPU's ISA class and the ONNX Runtime."""
+
+    cpu: str = ""  # model name
+    isa: str = ""  # ISA class (vtc_deploy.cpuinfo): avx2, avx512, avx-vnni, avx512-vnni, amx, sse, arm64, other
+    onnxruntime: str = ""  # version
+    backend: str = ""  # e.g. "onnxruntime [CPU] (int8)"
+    passed: bool = True
+    date: str = ""  # UTC, ISO 8601
+
+
+@dataclass(frozen=True)
 class ParitySummary:
     """The headline figures of ``parity.json`` (worst case over all checked inputs)."""
 
@@ -161,6 +173,8 @@ class ParitySummary:
     videos: int
     thresholds: dict[str, float] = field(default_factory=dict)
     note: str = ""  # e.g. what a rebake changed since these figures were measured
+    host: GateHost | None = None  # where the export's gate ran
+    verified: tuple[GateHost, ...] = ()  # later `vtc-deploy verify` runs, recorded on the machines they ran on
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,8 @@ class QuantizationSpec:
     calibration_videos: int = 0
     calibration_samples: int = 0
     nodes: int = 0  # nodes converted or quantized
+    form: str = ""  # int8: qdq, qdq-uint8 or dynamic (export.precision.INT8_FORMS); "" in older manifests
+    weight_bits: int = 0  # int8: 7 (ISA-independent); 0 where not recorded (older manifests: 8-bit weights)
 
 
 @dataclass(frozen=True)
