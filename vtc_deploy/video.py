@@ -37,9 +37,10 @@ shows. Angles that are not a multiple of 90 and mirror flips are not applied. ``
 Text4Vis's own decord loader ignores rotation: a model trained that way on phone videos saw them sideways.
 
 **decord** (``decoder="decord"``) indexes packets, which is wrong for some containers without any error (it returned
-frames tens of grey levels off on a packed-B-frame AVI). It is used only where the indexed path's conditions hold, its
-frame count equals ``n`` and the pixel format is 8-bit 4:2:0; elsewhere it raises ``VideoDecodeError`` and asks for
-``pyav``. ``auto`` is the PyAV path (exact everywhere, and faster on the measured files: benchmarks/bench_input.py).
+frames tens of grey levels off on a packed-B-frame AVI). It is used only where the indexed path's conditions hold, there are
+no open GOPs (decord seeks to the keyframe and decodes its leading frames without their references: measured wrong on
+HEVC), no rotation, the pixel format is 8-bit 4:2:0 and decord's frame count equals ``n``; elsewhere it raises
+``VideoDecodeError`` and asks for ``pyav``. ``auto`` is the PyAV path (exact everywhere, and faster on the measured files: benchmarks/bench_input.py).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class _Packet:
     keyframe: bool
     discard: bool
     size: int
+    pictures: int  # H.264/HEVC: slices that start a picture (-1: not parsed)
 
 
 class _Source:
@@ -304,6 +306,7 @@ class _Source:
 
     def _read_packets(self, stream: Any) -> None:
         kept_bytes = 0
+        nal = _nal_format(self.codec, bytes(stream.codec_context.extradata or b""))
         for packet in self.container.demux(stream):
             if packet.size == 0:
                 continue  # flush packet
@@ -313,6 +316,7 @@ class _Source:
                     bool(packet.is_keyframe),
                     bool(packet.is_discard),
                     int(packet.size),
+                    _count_pictures(bytes(packet), self.codec, nal) if nal else -1,
                 )
             )
             if len(self.packets) > MAX_FRAMES:
@@ -364,6 +368,34 @@ class _Source:
             self.container = None
 
 
+def _nal_format(codec: str, extradata: bytes) -> int:
+    """Length-prefix size of H.264 (avcC) / HEVC (hvcC) packets, 0 when they are not length-prefixed NAL units."""
+    if codec == "h264" and len(extradata) > 4 and extradata[0] == 1:
+        return (extradata[4] & 3) + 1
+    if codec == "hevc" and len(extradata) > 21 and extradata[0] == 1:
+        return (extradata[21] & 3) + 1
+    return 0
+
+
+def _count_pictures(data: bytes, codec: str, length_size: int) -> int:
+    """How many slices in a length-prefixed H.264/HEVC packet start a picture (first_mb_in_slice == 0, or
+    first_slice_segment_in_pic_flag); -1 when the packet is not well-formed."""
+    pos, count, size = 0, 0, len(data)
+    while pos + length_size <= size:
+        n = int.from_bytes(data[pos : pos + length_size], "big")
+        pos += length_size
+        if n < 1 or pos + n > size:
+            return -1
+        header = data[pos]
+        if codec == "h264":
+            if header & 0x1F in (1, 5) and n > 1 and data[pos + 1] & 0x80:  # ue(v) first_mb_in_slice == 0
+                count += 1
+        elif n > 2 and (header >> 1) & 0x3F < 32 and data[pos + 2] & 0x80:  # HEVC VCL NAL, first slice flag
+            count += 1
+        pos += n
+    return count if pos == size else -1
+
+
 def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     """Presentation order of the indexed path: positions of frames 0..n-1 and pts -> frame index; ``None`` when the
     file does not meet the indexed path's conditions (module docstring)."""
@@ -376,9 +408,12 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
         return None
     first = packets[0].pts
     shown: list[tuple[int, int]] = []  # (pts, position) of packets that yield a frame
+    parsed = src.codec in ("h264", "hevc")
     for pos, p in enumerate(packets):
         if p.pts is None:
             return None
+        if parsed and p.pictures != 1:
+            return None  # no picture (SEI/AUD only), two, or a field pair, or not length-prefixed: not 1:1
         if p.discard:
             continue
         if p.pts < first:
@@ -610,6 +645,7 @@ class _Chain:
         self.fed: set[int] = set()  # pts of fed packets that yield a frame
         self.required: set[int] = set()  # pts of fed packets decoded without skipping: each must come out
         self.seen: list[int | None] = []  # pts of every frame that came out
+        self.corrupt = 0  # frames the decoder flagged as decoded with missing references
 
     def feed(self, pos: int, packet: Any, *, skip: bool) -> None:
         info = self.packets[pos]
@@ -633,6 +669,8 @@ class _Chain:
             if pts is not None and pts < self.start_pts:
                 continue  # a leading picture of the start keyframe: not decodable from here, never wanted
             self.seen.append(pts)
+            if getattr(frame, "is_corrupt", False):
+                self.corrupt += 1
             self.outputs.append(frame)
 
     def collect(self, wanted: dict[int | None, int], out: dict[int, np.ndarray], convert: Any) -> None:
@@ -646,6 +684,8 @@ class _Chain:
         """Empty when every frame that came out was one fed packet's, once, and every packet fed without skipping
         came out."""
         seen = self.seen
+        if self.corrupt:
+            return f"{self.corrupt} frames were decoded with missing references"
         if any(p is None or p not in self.fed for p in seen):
             return "a frame without a timestamp of its own came out"
         if len(set(seen)) != len(seen):
@@ -666,28 +706,27 @@ def _make_info(src: _Source, n: int, mode: str, rotation: int, autorotate: bool)
 
 class DecordReader(VideoReader):
     """decord, only where it is exact: the indexed path's conditions, 8-bit 4:2:0, decord's frame count equal to n
-    (module docstring). Rotation is applied here (decord ignores it)."""
+    (module docstring); never on open-GOP, rotated or high-bit-depth files."""
 
     def __init__(self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                  autorotate: bool = True) -> None:
         import decord
 
         reference = PyAVReader(path, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
-        info = reference.info
+        info, src = reference.info, reference._src
         indexed = reference._indexed
-        pix_fmt = reference._src.pix_fmt
         reference.close()
+        why = ""
         if not indexed:
-            raise VideoDecodeError(
-                f"decord cannot read this file frame-exactly ({_describe(reference._src)}: no one-frame-per-packet "
-                "index); use --decoder pyav (or auto)",
-                path=path,
-            )
-        if pix_fmt not in DECORD_PIX_FMTS:
-            raise VideoDecodeError(
-                f"decord converts {pix_fmt} to RGB differently from FFmpeg's rgb24; use --decoder pyav (or auto)",
-                path=path,
-            )
+            why = f"{_describe(src)} has no one-frame-per-packet index"
+        elif _has_leading_pictures(src.packets):
+            why = "open GOPs (frames shown before their keyframe), which decord decodes without their references"
+        elif src.pix_fmt not in DECORD_PIX_FMTS:
+            why = f"decord converts {src.pix_fmt} to RGB differently from FFmpeg's rgb24"
+        elif info.rotation:
+            why = "decord does not read rotated videos"
+        if why:
+            raise VideoDecodeError(f"decord cannot read this file frame-exactly ({why}); use --decoder pyav", path=path)
         decord.logging.set_level(decord.logging.QUIET)
         try:
             self._vr: Any = decord.VideoReader(path, num_threads=max(0, num_threads))
@@ -700,7 +739,6 @@ class DecordReader(VideoReader):
                 f"decord counts {num_frames} frames, a sequential decode {info.num_frames}; use --decoder pyav",
                 path=path,
             )
-        self._rotation = info.rotation if autorotate else 0
         self.info = replace(info, decoder="decord")
 
     def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
@@ -711,12 +749,21 @@ class DecordReader(VideoReader):
                 f"cannot decode frames at {_short(indices)} ({_first_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
-        if self._rotation:
-            frames = np.ascontiguousarray(np.rot90(frames, k=(self._rotation // 90) % 4, axes=(1, 2)))
         return frames
 
     def close(self) -> None:
         self._vr = None
+
+
+def _has_leading_pictures(packets: list[_Packet]) -> bool:
+    """True when a packet after a keyframe (decode order) is shown before it: an open GOP."""
+    key_pts: int | None = None
+    for p in packets:
+        if p.keyframe and p.pts is not None:
+            key_pts = p.pts
+        elif key_pts is not None and p.pts is not None and not p.discard and p.pts < key_pts:
+            return True
+    return False
 
 
 def _describe(src: _Source) -> str:
