@@ -228,6 +228,8 @@ class _Packet:
     discard: bool
     size: int
     pictures: int  # H.264/HEVC: slices that start a picture (-1: not parsed)
+    intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
+    disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
 
 
 class _Source:
@@ -294,12 +296,6 @@ class _Source:
         if not self.packets:
             self.close()
             raise VideoDecodeError("video has no frames", path=path)
-        if self.format.startswith("mov") and self.declared and len(self.packets) < self.declared:
-            self.close()  # the MP4 sample table is exact: fewer packets means the data is cut off
-            raise VideoDecodeError(
-                f"truncated: the header lists {self.declared} frames but only {len(self.packets)} are in the file",
-                path=path,
-            )
 
     def _open(self) -> Any:
         return self._av.open(self.path, metadata_errors="ignore")
@@ -316,7 +312,7 @@ class _Source:
                     bool(packet.is_keyframe),
                     bool(packet.is_discard),
                     int(packet.size),
-                    _count_pictures(bytes(packet), self.codec, nal) if nal else -1,
+                    *_parse(bytes(packet), self.codec, nal),
                 )
             )
             if len(self.packets) > MAX_FRAMES:
@@ -377,23 +373,47 @@ def _nal_format(codec: str, extradata: bytes) -> int:
     return 0
 
 
-def _count_pictures(data: bytes, codec: str, length_size: int) -> int:
-    """How many slices in a length-prefixed H.264/HEVC packet start a picture (first_mb_in_slice == 0, or
-    first_slice_segment_in_pic_flag); -1 when the packet is not well-formed."""
-    pos, count, size = 0, 0, len(data)
+def _parse(data: bytes, codec: str, length_size: int) -> tuple[int, bool, bool]:
+    """``(pictures, intra, disposable)`` of one packet: for length-prefixed H.264/HEVC, the slices that start a
+    picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether an IDR/IRAP slice
+    is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer non-reference types);
+    VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False)."""
+    if codec == "vp8":
+        return -1, bool(data) and not data[0] & 1, False
+    if codec == "vp9":
+        if not data or data[0] >> 6 != 2:
+            return -1, False, False
+        profile = (data[0] >> 5 & 1) | (data[0] >> 3 & 2)
+        bit = 4 + (profile == 3)  # after frame_marker, profile bits (and a reserved bit in profile 3)
+        bits = int.from_bytes(data[:2].ljust(2, b"\0"), "big")
+        show_existing = bits >> (15 - bit) & 1
+        frame_type = bits >> (14 - bit) & 1
+        return -1, not show_existing and frame_type == 0, False
+    if not length_size:
+        return -1, True, False
+    pos, count, intra, referenced, size = 0, 0, False, False, len(data)
     while pos + length_size <= size:
         n = int.from_bytes(data[pos : pos + length_size], "big")
         pos += length_size
         if n < 1 or pos + n > size:
-            return -1
+            return -1, False, False
         header = data[pos]
         if codec == "h264":
-            if header & 0x1F in (1, 5) and n > 1 and data[pos + 1] & 0x80:  # ue(v) first_mb_in_slice == 0
-                count += 1
-        elif n > 2 and (header >> 1) & 0x3F < 32 and data[pos + 2] & 0x80:  # HEVC VCL NAL, first slice flag
-            count += 1
+            kind = header & 0x1F
+            intra |= kind == 5
+            if kind in (1, 5):
+                referenced |= bool(header & 0x60)  # nal_ref_idc
+                count += n > 1 and bool(data[pos + 1] & 0x80)  # ue(v) first_mb_in_slice == 0
+        else:
+            kind = (header >> 1) & 0x3F
+            intra |= 16 <= kind <= 23
+            if kind < 32:
+                referenced |= kind >= 16 or kind % 2 == 1  # 0, 2, ..., 14: sub-layer non-reference pictures
+                count += n > 2 and bool(data[pos + 2] & 0x80)  # first_slice_segment_in_pic_flag
         pos += n
-    return count if pos == size else -1
+    if pos != size:
+        return -1, False, False
+    return count, intra, count == 1 and not referenced
 
 
 def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
@@ -404,6 +424,8 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     if src.codec not in INDEXED_CODECS:
         return None
     packets = src.packets
+    if src.format.startswith("mov") and src.declared and src.declared != len(packets):
+        return None  # the MP4 sample table and the packets disagree (cut off, or merged by the parser)
     if not packets[0].keyframe or packets[0].pts is None:
         return None
     first = packets[0].pts
@@ -414,6 +436,8 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
             return None
         if parsed and p.pictures != 1:
             return None  # no picture (SEI/AUD only), two, or a field pair, or not length-prefixed: not 1:1
+        if p.keyframe and not p.intra:
+            return None  # marked a keyframe, but decoding cannot start there (or an H.264 recovery point)
         if p.discard:
             continue
         if p.pts < first:
@@ -572,7 +596,7 @@ class PyAVReader(VideoReader):
                 if pos > last:
                     break
                 pts = self._src.packets[pos].pts
-                skip = pts not in wanted_pts and not self._src.packets[pos].keyframe
+                skip = pts not in wanted_pts and self._src.packets[pos].disposable
                 chain.feed(pos, packet, skip=skip)
                 chain.collect(wanted_pts, out, self._to_rgb)
             chain.drain()
@@ -596,8 +620,8 @@ class PyAVReader(VideoReader):
             if self._indexed:
                 try:
                     out = self._read_indexed(indices)
-                except _IndexMismatch:
-                    out = self._fall_back(indices)
+                except (_IndexMismatch, self._av.error.FFmpegError):
+                    out = self._fall_back(indices)  # the definition decides whether the file is bad
             else:
                 out = self._read_sequential(indices)
         except self._av.error.FFmpegError as exc:
