@@ -152,7 +152,9 @@ def main() -> None:
                 row += f"{'refused':>20}"
         ratio = statistics.median(cpu[path.name, "pyav"]) / statistics.median(cpu[path.name, "baseline"])
         print(f"{row}{ratio:15.2f}   [{modes[path.name]}]")
-    print(f"{'sum':<24}" + "".join(f"{totals[c]:20.1f}" for c in configs) + f"{totals['pyav'] / totals['baseline']:15.2f}")
+    print(
+        f"{'sum':<24}" + "".join(f"{totals[c]:20.1f}" for c in configs) + f"{totals['pyav'] / totals['baseline']:15.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,7 @@ def read_views(
     if isinstance(source, np.ndarray):
         reader = ArrayVideo(source, name=name or source_name(source))
     else:
-        reader = open_video(
-            source, decoder=decoder, num_threads=threads, max_pixels=max_pixels, autorotate=autorotate
-        )
+        reader = open_video(source, decoder=decoder, num_threads=threads, max_pixels=max_pixels, autorotate=autorotate)
     with reader:
         indices = sample_indices(reader.info.num_frames, frames, rule=rule, clips=clips, window=window)  # [K, T]
         try:

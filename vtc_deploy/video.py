@@ -1,5 +1,5 @@
-"""Video decoding behind one small typed API: frame-exact PyAV decoding that decodes only what a clip needs, decord as
-an opt-in alternative that is used only where it is exact.
+"""Video decoding behind one small typed API: frame-exact PyAV decoding that decodes only what a clip needs, and decord
+as an opt-in alternative that is used only where it is exact.
 
 Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info`` and ``get_frames_at``), the definition of
 "frame k" and of the frame count, rotation, and the checks that turn every kind of bad file into one
@@ -7,45 +7,52 @@ Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info`` and ``get
 Imports: numpy, PyAV; decord lazily (it has no aarch64 wheels). Torch-free.
 
 **Frame k and the frame count n** (the contract every runtime follows, DEPLOY_NOTES item 14): frame ``k`` is the k-th
-frame (0-based) that a plain sequential decode of the first video stream yields (PyAV ``for f in
-container.decode(video=0)``, FFmpeg ``avcodec_receive_frame`` order, i.e. presentation order), converted with
-``to_ndarray(format="rgb24")``; ``n`` is the number of frames that decode yields. Header frame counts, packet counts
-and timestamps are never the definition; they are only used where they provably give the same answer:
+frame (0-based) that a plain sequential decode of the first video stream yields -- PyAV ``for f in
+container.decode(video=0)``, i.e. every packet in file order through ``avcodec_send_packet``, the frames in
+``avcodec_receive_frame`` order, then the drain at the end -- converted with ``to_ndarray(format="rgb24")``; ``n`` is
+the number of frames that decode yields. A decode error anywhere in that decode makes the file bad. Header frame
+counts, packet counts and timestamps are not the definition; they are used only where they give the same answer:
 
-- *Indexed path* (MP4/MOV and Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, every packet timestamped with
-  a distinct pts, the first packet a keyframe, no packet presented before it): every packet that the container does
-  not mark "discard" (edit lists) yields exactly one frame carrying that packet's pts, so ``n`` = the number of such
-  packets and frame ``k`` = the packet with the k-th smallest pts. Decoding then starts at the latest keyframe at or
-  before each wanted frame (in decode order, with a pts not after it), feeds only the packets up to the last wanted
-  one, drops whole GOPs in between (decoder drained and flushed: a fresh start), and asks the decoder to skip
-  non-reference frames that are not wanted (``skip_frame=NONREF`` per packet). Every decoded range is checked: each
-  packet fed without skipping must come out as exactly one frame with its pts, and nothing else may come out. Any
-  mismatch switches the file to the sequential path.
-- *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames with placeholder packets that yield
-  no frame --, MPEG-TS, MPEG-4 Part 2, raw streams, and any file where the indexed check failed): the definition
-  itself. Opening counts the frames with one full decode (no colour conversion); reading decodes from the start and
-  keeps the frames whose output position is wanted, stopping after the last one.
+- *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, where every packet has a
+  distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample count equals the packet
+  count, and (H.264/HEVC, length-prefixed NAL units, parsed here) every packet holds exactly one picture and every
+  packet marked keyframe holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every packet the container does
+  not mark "discard" (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and
+  frame ``k`` = the packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted
+  frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
+  (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
+  the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference; ``skip_frame=NONREF`` on
+  that packet only). Every decoded range is checked: each packet fed without skipping comes out as exactly one frame
+  with its pts, nothing else comes out, no frame is flagged corrupt. A failed check or a decode error switches the
+  file to the sequential path. VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown
+  frame each, as their MP4/Matroska mappings require.
+- *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
+  frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
+  the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
+  wanted output positions, stopping after the last one.
 
-If the sequential count differs from the indexed count of a file that failed its check, ``get_frames_at`` raises
-``FrameCountChanged`` (a ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` re-samples once.
+If the sequential count differs from the count reported at open, ``get_frames_at`` raises ``FrameCountChanged`` (a
+``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
 
-**Rotation**: a display matrix (MP4 ``tkhd`` matrix, Matroska projection, what phones write) is applied by default:
-frames are rotated counter-clockwise by ``round(av_display_rotation_get / 90) * 90`` degrees (FFmpeg's value, as PyAV's
-``VideoFrame.rotation`` returns it; ``np.rot90(frame, k=rotation // 90)``), which is what FFmpeg's ``autorotate``
-shows. Angles that are not a multiple of 90 and mirror flips are not applied. ``autorotate=False`` (CLI
-``--no-autorotate``) returns the stored frames. ``info.width``/``info.height`` are the size of the returned frames.
-Text4Vis's own decord loader ignores rotation: a model trained that way on phone videos saw them sideways.
+**Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
+counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
+only when it is a multiple of 90 (``np.rot90(frame, k=angle // 90)``), which is what FFmpeg's ``autorotate`` shows.
+Other angles and mirror flips are not applied. ``autorotate=False`` (CLI ``--no-autorotate``) returns the stored
+frames. ``info.width``/``info.height`` are the returned frames' size, ``info.rotation`` the angle found. Text4Vis's own
+decord loader ignores rotation: a model trained that way saw phone videos sideways.
 
-**decord** (``decoder="decord"``) indexes packets, which is wrong for some containers without any error (it returned
-frames tens of grey levels off on a packed-B-frame AVI). It is used only where the indexed path's conditions hold, there are
-no open GOPs (decord seeks to the keyframe and decodes its leading frames without their references: measured wrong on
-HEVC), no rotation, the pixel format is 8-bit 4:2:0 and decord's frame count equals ``n``; elsewhere it raises
-``VideoDecodeError`` and asks for ``pyav``. ``auto`` is the PyAV path (exact everywhere, and faster on the measured files: benchmarks/bench_input.py).
+**decord** (``decoder="decord"``) indexes packets, which is wrong without any error on some files (a packed-B-frame
+AVI: frames tens of grey levels off; an open-GOP HEVC file: leading frames decoded without their references). It is
+used only where the indexed path's conditions hold and there are no open GOPs, no rotation, 8-bit 4:2:0 pixels and
+decord's frame count equals ``n``; elsewhere it raises ``VideoDecodeError`` naming the reason and ``--decoder pyav``.
+``auto`` is the PyAV reader: exact on every file, and faster than decord on the measured files
+(benchmarks/bench_input.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -444,7 +451,7 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
             return None  # presented before the first keyframe: a leading picture the decoder may drop
         shown.append((p.pts, pos))
     shown.sort()
-    if not shown or any(a[0] == b[0] for a, b in zip(shown, shown[1:], strict=False)):
+    if not shown or any(a[0] == b[0] for a, b in itertools.pairwise(shown)):
         return None
     return [pos for _, pos in shown], {pts: k for k, (pts, _) in enumerate(shown)}
 
@@ -456,8 +463,9 @@ class PyAVReader(VideoReader):
     """PyAV: the indexed path where it provably equals a sequential decode, the sequential path elsewhere (module
     docstring)."""
 
-    def __init__(self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 autorotate: bool = True) -> None:
+    def __init__(
+        self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, autorotate: bool = True
+    ) -> None:
         import av
 
         self._av = av
@@ -732,8 +740,9 @@ class DecordReader(VideoReader):
     """decord, only where it is exact: the indexed path's conditions, 8-bit 4:2:0, decord's frame count equal to n
     (module docstring); never on open-GOP, rotated or high-bit-depth files."""
 
-    def __init__(self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 autorotate: bool = True) -> None:
+    def __init__(
+        self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, autorotate: bool = True
+    ) -> None:
         import decord
 
         reference = PyAVReader(path, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
