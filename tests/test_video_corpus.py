@@ -8,6 +8,7 @@ Files are tiny (about 40 frames of 64x48 to 128x72) so that the whole corpus enc
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 from collections.abc import Callable
 from fractions import Fraction
@@ -470,3 +471,34 @@ def test_all_views_in_one_pass_and_dense_rule(corpus: dict[str, Path]) -> None:
 
     expected = preprocess_frames(ref[views.indices.reshape(-1)], InputSpec(size=32, resize=36), 1)[0]
     assert np.array_equal(views.video.reshape(16, 32, 32, 3), expected)
+
+
+@pytest.mark.slow
+def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_ckpt: Path) -> None:
+    """``vtc-deploy run`` on a video stored sideways with a display matrix: the runtime's frames are the upright
+    frames; ``--no-autorotate`` classifies the stored frames (other logits)."""
+    from vtc_deploy.export import export_artifact
+
+    from tests.conftest import run_cli
+    from vtc_deploy.pipeline import Classifier
+    from vtc_deploy.preprocess import preprocess_frames
+
+    artifact = tmp_path / "model"
+    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    upright = scene(24, 64, 96)
+    stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # rotation 90: turned clockwise on disk
+    path = encode(tmp_path / "phone.mp4", stored, options=B_FRAMES, rotation=90)
+    with Classifier.load(artifact) as clf:
+        spec = clf.spec
+        idx = uniform_indices(24, spec.frames)[0]
+        for autorotate, frames in ((True, sequential(path)), (False, sequential(path, autorotate=False))):
+            result = clf.classify(path, keep_frames=True, autorotate=autorotate)[0]
+            assert result.ok and result.info is not None and result.info.rotation == 90
+            assert np.array_equal(result.frames, preprocess_frames(frames[idx], spec.input, 1)[0])
+        assert sequential(path).shape[1:3] == (64, 96)
+    outputs = {}
+    for flag in ("--autorotate", "--no-autorotate"):
+        proc = run_cli("run", "--model", str(artifact), "--json", flag, str(path))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[flag] = [p["logit"] for p in json.loads(proc.stdout)["topk"]]
+    assert not np.allclose(outputs["--autorotate"], outputs["--no-autorotate"])

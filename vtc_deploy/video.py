@@ -70,6 +70,7 @@ DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
 DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD; one decoded frame of that size is 100 MB
 MAX_FRAMES = 10_000_000
 PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larger streams are demuxed again
+FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the counting decode
 INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
 INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
@@ -319,7 +320,7 @@ class _Source:
                     bool(packet.is_keyframe),
                     bool(packet.is_discard),
                     int(packet.size),
-                    *_parse(bytes(packet), self.codec, nal),
+                    *_parse(memoryview(packet), self.codec, nal),
                 )
             )
             if len(self.packets) > MAX_FRAMES:
@@ -380,7 +381,7 @@ def _nal_format(codec: str, extradata: bytes) -> int:
     return 0
 
 
-def _parse(data: bytes, codec: str, length_size: int) -> tuple[int, bool, bool]:
+def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool]:
     """``(pictures, intra, disposable)`` of one packet: for length-prefixed H.264/HEVC, the slices that start a
     picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether an IDR/IRAP slice
     is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer non-reference types);
@@ -392,7 +393,7 @@ def _parse(data: bytes, codec: str, length_size: int) -> tuple[int, bool, bool]:
             return -1, False, False
         profile = (data[0] >> 5 & 1) | (data[0] >> 3 & 2)
         bit = 4 + (profile == 3)  # after frame_marker, profile bits (and a reserved bit in profile 3)
-        bits = int.from_bytes(data[:2].ljust(2, b"\0"), "big")
+        bits = int.from_bytes(bytes(data[:2]).ljust(2, b"\0"), "big")
         show_existing = bits >> (15 - bit) & 1
         frame_type = bits >> (14 - bit) & 1
         return -1, not show_existing and frame_type == 0, False
@@ -474,6 +475,7 @@ class PyAVReader(VideoReader):
         self._src = _Source(path, max_pixels)
         self._ctx: Any = None
         self._chain: _Chain | None = None
+        self._cache: list[Any] | None = None  # sequential path: the decoded frames, when they fit
         try:
             plan = _indexed_plan(self._src)
             if plan is not None:
@@ -496,19 +498,29 @@ class PyAVReader(VideoReader):
     # ---- the sequential path: the definition
 
     def _count_sequential(self) -> tuple[int, int]:
-        """Decode everything once (no colour conversion): the frame count and the first frame's rotation."""
+        """Decode everything once (no colour conversion): the frame count and the first frame's rotation. The
+        decoded frames are kept while they fit in ``FRAME_MEMORY`` (then reading decodes nothing again)."""
         ctx = self._src.decoder(self._threads)
-        count, rotation = 0, 0
-        try:
-            for _, packet in self._src.iter_packets(0):
-                for frame in ctx.decode(packet):
-                    if count == 0:
-                        rotation = display_rotation(frame)
-                    count += 1
-            for frame in ctx.decode(None):
+        count, rotation, kept_bytes = 0, 0, 0
+        cache: list[Any] | None = []
+
+        def take(frames: list[Any]) -> None:
+            nonlocal count, rotation, kept_bytes, cache
+            for frame in frames:
                 if count == 0:
                     rotation = display_rotation(frame)
                 count += 1
+                if cache is not None:
+                    kept_bytes += sum(plane.buffer_size for plane in frame.planes)
+                    if kept_bytes <= FRAME_MEMORY:
+                        cache.append(frame)
+                    else:
+                        cache = None
+
+        try:
+            for _, packet in self._src.iter_packets(0):
+                take(ctx.decode(packet))
+            take(ctx.decode(None))
         except self._av.error.FFmpegError as exc:
             raise VideoDecodeError(
                 f"cannot decode frame {count} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
@@ -518,9 +530,12 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError("video has no decodable frames", path=self._src.path)
         if count > MAX_FRAMES:
             raise VideoDecodeError(f"more than {MAX_FRAMES} frames", path=self._src.path)
+        self._cache = cache
         return count, rotation
 
     def _read_sequential(self, indices: list[int]) -> dict[int, np.ndarray]:
+        if self._cache is not None:
+            return {k: self._to_rgb(self._cache[k]) for k in indices}
         wanted = set(indices)
         out: dict[int, np.ndarray] = {}
         ctx = self._src.decoder(self._threads)
@@ -657,6 +672,7 @@ class PyAVReader(VideoReader):
     def close(self) -> None:
         self._chain = None
         self._ctx = None
+        self._cache = None
         src = getattr(self, "_src", None)
         if src is not None:
             src.close()
