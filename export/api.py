@@ -89,7 +89,7 @@ def build_spec(
         templates=model.templates,
         logit_scale=float(model.classifier.logit_scale.detach().exp()),
         input=dataclasses.replace(model.input, kind=input_kind),
-        sampling=SamplingSpec(),
+        sampling=model.sampling or SamplingSpec(),  # the training rule when the checkpoint records it
         opset=opset,
         exporter=exporter,
         precision=precision,

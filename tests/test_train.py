@@ -285,3 +285,52 @@ def test_bad_inputs_are_one_line_errors_before_training(synthetic: SyntheticData
     bad_config = _write(tmp_path / "bad.json", json.dumps({"data": {"frame": 8}}))
     assert_one_line_error(run_cli("train", "--config", str(bad_config), "--out", str(out)), "unknown key(s) frame")
     assert not out.exists()  # nothing was started
+
+
+# ------------------------------------------------------------------------------------------------ the sampling rule
+
+
+@pytest.mark.slow
+def test_dense_rule_travels_from_training_to_run(synthetic: SyntheticDataset, tmp_path: Path) -> None:
+    """data.sampling=dense goes into the checkpoint and the manifest; ``run`` then samples with it and gives the
+    PyTorch model's dense-rule top-5 (and not the uniform rule's logits); evaluating it under another rule is a
+    one-line error."""
+    out = tmp_path / "dense"
+    train_cli(synthetic, out, "data.sampling=dense", "optim.epochs=1", "optim.warmup_epochs=0", "eval.every=0")
+    ckpt = out / "final.pt"
+    model = load_model(ckpt)
+    assert model.sampling is not None and model.sampling.rule == "dense"
+    artifact = tmp_path / "artifact"
+    proc = run_cli("export", "--ckpt", str(ckpt), "--out", str(artifact), "--videos", str(synthetic.root / "videos"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((artifact / "manifest.json").read_text())["sampling"]["rule"] == "dense"
+
+    from vtc_deploy.train.config import TrainConfig
+
+    data = TrainConfig.from_dict(json.loads((out / "config.json").read_text())).data
+    samples = read_list(synthetic.test, fmt="video", split="test")[:8]
+
+    def torch_logits(rule: str) -> np.ndarray:
+        views = EvalViews(samples, data, model.input, clips=1, crops=1, rule=rule)  # type: ignore[arg-type]
+        info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+        return extract(model.classifier, views, info, batch_size=4, workers=0).logits
+
+    dense, uniform = torch_logits("dense"), torch_logits("uniform")
+    assert np.abs(dense - uniform).max() > 1e-2  # the rules sample different frames of these videos
+    proc = run_cli("run", "--model", str(artifact), "--json", "--topk", "5", *[s.path for s in samples])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    run_top5 = [[p["index"] for p in row["topk"]] for row in rows]
+    assert run_top5 == np.argsort(-dense, axis=1, kind="stable")[:, :5].tolist()
+    np.testing.assert_allclose([[p["logit"] for p in row["topk"]] for row in rows], -np.sort(-dense)[:, :5], atol=1e-3)
+    assert_one_line_error(
+        run_cli(
+            "train",
+            "--eval-only",
+            f"model.init={ckpt}",
+            f"data.val_list={synthetic.val}",
+            f"data.classes={synthetic.classes}",
+        ),
+        "data.sampling is uniform",
+        "data.sampling=dense",
+    )

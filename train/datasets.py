@@ -195,8 +195,12 @@ class FrameDirectory(VideoReader):
 
     def __init__(self, directory: str, num_frames: int, template: str, index_bias: int) -> None:
         self.directory, self.template, self.bias = directory, template, index_bias
-        first = self._read(0)
-        h, w = first.shape[:2]
+        path = os.path.join(directory, template.format(index_bias))
+        try:
+            with Image.open(path) as img:  # the header only: frame 0 is decoded once, when (and if) it is sampled
+                w, h = img.size
+        except (OSError, ValueError) as exc:
+            raise VideoDecodeError(f"cannot read frame 0 ({exc.__class__.__name__}: {exc})", path=path) from None
         self.info = VideoInfo(path=directory, num_frames=num_frames, fps=0.0, width=w, height=h, decoder="frames")
 
     def _read(self, k: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from vtc_deploy.checkpoint import LoadedModel, load_model, save_checkpoint
 from vtc_deploy.errors import CheckpointError, ConfigError, UsageError
 from vtc_deploy.labels import load_class_names
-from vtc_deploy.spec import InputSpec
+from vtc_deploy.spec import InputSpec, SamplingSpec
 
 from . import distributed as D
 from .augment import ClipAugment
@@ -531,7 +531,14 @@ class _Trainer:
     def _evaluate(self, clips: int, crops: int, *, kind: str, half: bool = False) -> EvalResult:
         cfg = self.cfg
         views = clips * crops
-        dataset = EvalViews(self.splits.val, cfg.data, self.input, clips=clips, crops=crops)  # type: ignore[arg-type]
+        dataset = EvalViews(
+            self.splits.val,
+            cfg.data,
+            self.input,
+            clips=clips,
+            crops=crops,  # type: ignore[arg-type]
+            rule=cfg.data.sampling,
+        )
         batch = cfg.eval.batch_size or max(1, cfg.data.batch_size // views)
         self.monitor.start_bar(len(dataset), f"{kind} ({clips}x{crops} views)")
         t0 = time.perf_counter()
@@ -590,7 +597,8 @@ class _Trainer:
             }
         }
         self.model.eval()
-        loaded = dataclasses.replace(self.loaded, classifier=self.model)
+        sampling = SamplingSpec(rule=self.cfg.data.sampling)  # evaluated, exported and run with the rule it learnt
+        loaded = dataclasses.replace(self.loaded, classifier=self.model, sampling=sampling)
         path = save_checkpoint(self.out / FINAL_NAME, loaded, meta=meta)
         log.info("wrote %s", path)
         return path
@@ -669,9 +677,14 @@ def evaluate_checkpoint(config: TrainConfig) -> EvalResult:
                 f"data.frames is {config.data.frames} but {m.init} was trained with T={loaded.config.frames}; "
                 f"set data.frames={loaded.config.frames}"
             )
+        if loaded.sampling is not None and loaded.sampling.rule != config.data.sampling:
+            raise ConfigError(
+                f"data.sampling is {config.data.sampling} but {m.init} was trained with the {loaded.sampling.rule} "
+                f"rule; set data.sampling={loaded.sampling.rule}"
+            )
         model = loaded.classifier.to(info.device).eval()
         clips, crops = config.eval.final_clips, config.eval.final_crops
-        dataset = EvalViews(splits.val, config.data, loaded.input, clips=clips, crops=crops)
+        dataset = EvalViews(splits.val, config.data, loaded.input, clips=clips, crops=crops, rule=config.data.sampling)
         batch = config.eval.batch_size or max(1, config.data.batch_size // (clips * crops))
         use_amp = config.run.precision == "amp" and info.device.type == "cuda"
         features = extract(

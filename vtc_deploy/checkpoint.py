@@ -39,7 +39,15 @@ from vtc_deploy.artifact import sha256_file
 from vtc_deploy.errors import CheckpointError, ConfigError, DownloadError, UsageError
 from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, resolve_class_names
 from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_clip, build_head
-from vtc_deploy.spec import CLIP_MEAN, CLIP_STD, ExportSource, InputSpec, from_dict
+from vtc_deploy.spec import (
+    CLIP_MEAN,
+    CLIP_STD,
+    SAMPLING_DESCRIPTIONS,
+    ExportSource,
+    InputSpec,
+    SamplingSpec,
+    from_dict,
+)
 
 CKPT_FORMAT = "vtc-deploy-checkpoint"
 CKPT_VERSION = 1
@@ -61,6 +69,7 @@ class LoadedModel:
     templates: tuple[str, ...]
     kind: CheckpointKind
     source: ExportSource
+    sampling: SamplingSpec | None = None  # the test-time rule of the training config (None: not recorded)
 
     @property
     def frames(self) -> int:
@@ -226,6 +235,8 @@ def save_checkpoint(path: str | Path, model: LoadedModel, *, meta: Mapping[str, 
         "text": text_sd,
         "meta": {"package_version": __version__, **dict(meta or {})},
     }
+    if model.sampling is not None:  # the rule travels with the model: export writes it into the manifest
+        payload["sampling"] = {"rule": model.sampling.rule, "window": model.sampling.window}
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -369,6 +380,7 @@ def _load_ours(
         stored_classes = tuple(str(c) for c in obj["classes"])
         stored_templates = tuple(str(t) for t in obj["templates"])
         model_sd, text_sd = obj["model"], obj["text"]
+        sampling = _read_sampling(obj.get("sampling"), path)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"incomplete vtc-deploy checkpoint (missing {exc})", path=path) from None
     except ConfigError as exc:
@@ -397,8 +409,21 @@ def _load_ours(
 
         classifier.set_class_embeddings(encode_class_names(clip_model, new_classes, new_templates))
     return LoadedModel(
-        classifier.eval(), clip_model, config, input_spec, new_classes, new_templates, "vtc-deploy", source
+        classifier.eval(), clip_model, config, input_spec, new_classes, new_templates, "vtc-deploy", source, sampling
     )
+
+
+def _read_sampling(raw: Any, path: Path) -> SamplingSpec | None:
+    """The checkpoint's ``sampling`` entry (``{"rule", "window"}``), absent in checkpoints written before it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"rule", "window"}:
+        raise CheckpointError(f"checkpoint 'sampling' must be {{rule, window}}, got {raw!r}", path=path)
+    rule, window = raw.get("rule", "uniform"), raw.get("window", 128)
+    if rule not in SAMPLING_DESCRIPTIONS or not isinstance(window, int) or window < 1:
+        allowed = ", ".join(SAMPLING_DESCRIPTIONS)
+        raise CheckpointError(f"checkpoint sampling rule {rule!r} / window {window!r} (rules: {allowed})", path=path)
+    return SamplingSpec(rule=rule, window=window)
 
 
 def _load_text4vis(

@@ -247,6 +247,12 @@ def verify(
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="Inference threads (0: the backend decides).")
 @click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option(
+    "--autorotate/--no-autorotate",
+    default=True,
+    show_default=True,
+    help="Turn frames upright by the file's display rotation (phone videos); --no-autorotate: raw stored frames.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video on stdout.")
 @click.option(
     "--viz",
@@ -294,6 +300,7 @@ def run(
     backend: str,
     threads: int,
     decoder: str,
+    autorotate: bool,
     as_json: bool,
     viz: Path | None,
     progress: bool | None,
@@ -357,6 +364,7 @@ def run(
                 batch=batch,
                 workers=workers,
                 decoder=cast(DecoderName, decoder),
+                autorotate=autorotate,
                 keep_frames=viz is not None,
                 progress=advance,
             )

@@ -19,7 +19,15 @@ import numpy as np
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import sample_indices
 from vtc_deploy.spec import Crops, InputSpec, SamplingRule
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, ArrayVideo, DecoderName, VideoInfo, VideoReader, open_video
+from vtc_deploy.video import (
+    DEFAULT_MAX_PIXELS,
+    ArrayVideo,
+    DecoderName,
+    FrameCountChanged,
+    VideoInfo,
+    VideoReader,
+    open_video,
+)
 
 VideoSource = str | Path | np.ndarray
 
@@ -50,17 +58,25 @@ def read_views(
     decoder: DecoderName = "auto",
     threads: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    autorotate: bool = True,
     name: str | None = None,
 ) -> Views:
-    """Decode, sample (test rule) and preprocess one video. Raises ``VideoDecodeError`` naming the file."""
+    """Decode, sample (test rule) and preprocess one video. Raises ``VideoDecodeError`` naming the file.
+
+    Every view's frames are read in one pass over the file; a reader that corrects its frame count while reading
+    (``FrameCountChanged``) is sampled again with the corrected count."""
     reader: VideoReader
     if isinstance(source, np.ndarray):
         reader = ArrayVideo(source, name=name or source_name(source))
     else:
-        reader = open_video(source, decoder=decoder, num_threads=threads, max_pixels=max_pixels)
+        reader = open_video(source, decoder=decoder, num_threads=threads, max_pixels=max_pixels, autorotate=autorotate)
     with reader:
         indices = sample_indices(reader.info.num_frames, frames, rule=rule, clips=clips, window=window)  # [K, T]
-        decoded = reader.get_frames_at(indices.reshape(-1))  # [K*T, H, W, 3]
+        try:
+            decoded = reader.get_frames_at(indices.reshape(-1))  # [K*T, H, W, 3]
+        except FrameCountChanged as changed:
+            indices = sample_indices(changed.info.num_frames, frames, rule=rule, clips=clips, window=window)
+            decoded = reader.get_frames_at(indices.reshape(-1))
     views = preprocess_frames(decoded, input_spec, crops)  # [crops, K*T, S, S, 3]
     s = input_spec.size
     video = views.reshape(crops * clips, frames, s, s, 3)  # [V, T, S, S, 3], crop-major

@@ -192,13 +192,15 @@ class Classifier:
         batch: int = 4,
         workers: int = 2,
         decoder: DecoderName = "auto",
+        autorotate: bool = True,
         keep_frames: bool = False,
         progress: Callable[[VideoResult], None] | None = None,
     ) -> Iterator[VideoResult]:
         """Classify lazily, yielding results in input order as soon as each is complete.
 
         ``clips``/``crops``: views per video (default: the manifest's sampling, 1 x 1; crops is 1 or 3). ``batch``:
-        views per backend call. ``workers``: decoding threads running ahead of inference.
+        views per backend call. ``workers``: decoding threads running ahead of inference (each decodes one video at a
+        time, all of its views in one pass). ``autorotate``: frames upright by the file's display rotation.
         """
         spec = self.spec
         clips = spec.sampling.clips if clips is None else clips
@@ -223,6 +225,7 @@ class Classifier:
                     crops=check_crops(crops),
                     window=spec.sampling.window,
                     decoder=decoder,
+                    autorotate=autorotate,
                     name=name,
                 )
                 return _Prepared(

@@ -1,22 +1,62 @@
-"""Video decoding behind one small typed API, with decord and PyAV as interchangeable decoders.
+"""Video decoding behind one small typed API: frame-exact PyAV decoding that decodes only what a clip needs, and decord
+as an opt-in alternative that is used only where it is exact.
 
-Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info`` and ``get_frames_at``), the checks that turn
-every kind of bad file into one ``VideoDecodeError`` naming the file, and ``ArrayVideo`` for frames already in memory.
-Imports: numpy, PyAV; decord lazily (it has no aarch64 wheels; PyAV stands in with the same frames at the same
-indices). Torch-free.
+Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info`` and ``get_frames_at``), the definition of
+"frame k" and of the frame count, rotation, and the checks that turn every kind of bad file into one
+``VideoDecodeError`` naming the file; ``ArrayVideo`` for frames already in memory.
+Imports: numpy, PyAV; decord lazily (it has no aarch64 wheels). Torch-free.
 
-Frame numbering is the same in both decoders: frame ``k`` is the k-th frame in presentation order (packets sorted by
-pts), which is how decord indexes. Every file is first probed with PyAV (header only: cheap, and it fails cleanly
-where decord would print to stderr); the frame count then comes from the decoder that reads the frames.
+**Frame k and the frame count n** (the contract every runtime follows, DEPLOY_NOTES item 14): frame ``k`` is the k-th
+frame (0-based) that a plain sequential decode of the first video stream yields -- PyAV ``for f in
+container.decode(video=0)``, i.e. every packet in file order through ``avcodec_send_packet``, the frames in
+``avcodec_receive_frame`` order, then the drain at the end -- converted with ``to_ndarray(format="rgb24")``; ``n`` is
+the number of frames that decode yields. A decode error anywhere in that decode makes the file bad. Header frame
+counts, packet counts and timestamps are not the definition; they are used only where they give the same answer:
+
+- *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, where every packet has a
+  distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample count equals the packet
+  count, and (H.264/HEVC, length-prefixed NAL units, parsed here) every packet holds exactly one picture and every
+  packet marked keyframe holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every packet the container does
+  not mark "discard" (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and
+  frame ``k`` = the packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted
+  frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
+  (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
+  the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference; ``skip_frame=NONREF`` on
+  that packet only). Every decoded range is checked: each packet fed without skipping comes out as exactly one frame
+  with its pts, nothing else comes out, no frame is flagged corrupt. A failed check or a decode error switches the
+  file to the sequential path. VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown
+  frame each, as their MP4/Matroska mappings require.
+- *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
+  frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
+  the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
+  wanted output positions, stopping after the last one.
+
+If the sequential count differs from the count reported at open, ``get_frames_at`` raises ``FrameCountChanged`` (a
+``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
+
+**Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
+counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
+only when it is a multiple of 90 (``np.rot90(frame, k=angle // 90)``), which is what FFmpeg's ``autorotate`` shows.
+Other angles and mirror flips are not applied. ``autorotate=False`` (CLI ``--no-autorotate``) returns the stored
+frames. ``info.width``/``info.height`` are the returned frames' size, ``info.rotation`` the angle found. Text4Vis's own
+decord loader ignores rotation: a model trained that way saw phone videos sideways.
+
+**decord** (``decoder="decord"``) indexes packets, which is wrong without any error on some files (a packed-B-frame
+AVI: frames tens of grey levels off; an open-GOP HEVC file: leading frames decoded without their references). It is
+used only where the indexed path's conditions hold and there are no open GOPs, no rotation, 8-bit 4:2:0 pixels and
+decord's frame count equals ``n``; elsewhere it raises ``VideoDecodeError`` naming the reason and ``--decoder pyav``.
+``auto`` is the PyAV reader: exact on every file, and faster than decord on the measured files
+(benchmarks/bench_input.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -29,11 +69,20 @@ DecoderName = Literal["auto", "decord", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
 DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD; one decoded frame of that size is 100 MB
 MAX_FRAMES = 10_000_000
+PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larger streams are demuxed again
+FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the counting decode
+INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
+INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
+DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
+MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container says, checked: ``num_frames`` >= 1, ``width`` x ``height`` within the pixel limit."""
+    """What the reader returns: ``num_frames`` >= 1 frames of ``width`` x ``height`` (after rotation).
+
+    ``rotation``: the display rotation found in the file (degrees counter-clockwise, 0/90/180/270); ``rotated``:
+    whether it is applied to the returned frames. ``path``: the file (decoding mode in ``decoder``)."""
 
     path: str
     num_frames: int
@@ -41,10 +90,21 @@ class VideoInfo:
     width: int
     height: int
     decoder: str
+    rotation: int = 0
+    rotated: bool = False
 
     @property
     def duration(self) -> float:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+class FrameCountChanged(VideoDecodeError):
+    """The frame count reported at open was corrected while reading (a file whose index check failed): sample
+    again with ``info.num_frames``."""
+
+    def __init__(self, message: str, *, path: str, info: VideoInfo) -> None:
+        super().__init__(message, path=path)
+        self.info = info
 
 
 class VideoReader(ABC):
@@ -53,7 +113,9 @@ class VideoReader(ABC):
     info: VideoInfo
 
     def get_frames_at(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """RGB frames at ``indices`` (any order, repeats allowed): ``uint8 [len(indices), H, W, 3]``."""
+        """RGB frames at ``indices`` (any order, repeats allowed): ``uint8 [len(indices), H, W, 3]``.
+
+        All indices are read in one pass over the file (ask for every view of a video in one call)."""
         wanted = [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
         bad = [i for i in wanted if not 0 <= i < self.info.num_frames]
         if bad:
@@ -66,7 +128,8 @@ class VideoReader(ABC):
         frames = self._frames_at_sorted(unique)  # [U, H, W, 3]
         if frames.shape[1:] != (self.info.height, self.info.width, 3):
             raise VideoDecodeError(
-                f"decoded frames are {list(frames.shape[1:])}, header says {self.info.height}x{self.info.width}",
+                f"decoded frames are {list(frames.shape[1:])}, expected {self.info.height}x{self.info.width}x3 "
+                "(the frame size changes inside the stream)",
                 path=self.info.path,
             )
         position = {idx: k for k, idx in enumerate(unique)}
@@ -112,30 +175,23 @@ def open_video(
     decoder: DecoderName = "auto",
     num_threads: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    autorotate: bool = True,
 ) -> VideoReader:
     """Open a video file for frame access.
 
-    ``decoder``: ``auto`` (decord when installed, PyAV for what decord cannot open or read), ``decord`` or ``pyav``.
+    ``decoder``: ``auto`` (= ``pyav``), ``pyav`` or ``decord`` (only where it is exact, see the module docstring).
     ``num_threads``: decoder threads per open video (0 lets the decoder choose).
     ``max_pixels``: larger frames are refused before anything is decoded (memory stays bounded).
+    ``autorotate``: apply the file's display rotation (90/180/270) so that frames come out upright.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     path_str = str(path)
-    header = _probe(path_str, max_pixels)
-    if decoder == "pyav" or (decoder == "auto" and not _decord_available()):
-        return PyAVReader(path_str, header, num_threads)
-    if decoder == "decord" and not _decord_available():
-        raise VideoDecodeError("decoder 'decord' is not installed (pip install decord, or use --decoder pyav)")
-    try:
-        reader: VideoReader = DecordReader(path_str, header, num_threads)
-    except VideoDecodeError:
-        if decoder == "decord":
-            raise
-        return PyAVReader(path_str, header, num_threads)
-    if decoder == "auto":
-        return _FallbackReader(reader, lambda: PyAVReader(path_str, header, num_threads))
-    return reader
+    if decoder == "decord":
+        if not _decord_available():
+            raise VideoDecodeError("decoder 'decord' is not installed (pip install decord, or use --decoder pyav)")
+        return DecordReader(path_str, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
+    return PyAVReader(path_str, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
 
 
 def read_clip(path: str | Path, indices: Sequence[int] | np.ndarray, **options: Any) -> np.ndarray:
@@ -144,61 +200,20 @@ def read_clip(path: str | Path, indices: Sequence[int] | np.ndarray, **options: 
         return reader.get_frames_at(indices)
 
 
-# --------------------------------------------------------------------------------------------------------- probing
+def rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """``uint8 [H, W, 3]`` turned counter-clockwise by ``rotation`` degrees (0/90/180/270), contiguous."""
+    if rotation % 360 == 0:
+        return frame
+    return np.ascontiguousarray(np.rot90(frame, k=(rotation // 90) % 4))
 
 
-@dataclass(frozen=True)
-class _Header:
-    width: int
-    height: int
-    fps: float
-    declared_frames: int
+def display_rotation(frame: Any) -> int:
+    """A decoded PyAV frame's display rotation, counter-clockwise, as 0/90/180/270 (other angles: 0)."""
+    angle = int(getattr(frame, "rotation", 0) or 0)
+    return angle % 360 if angle % 90 == 0 else 0
 
 
-def _probe(path: str, max_pixels: int) -> _Header:
-    """Check the file and its container header with PyAV; every failure is a ``VideoDecodeError``."""
-    import av
-
-    if not os.path.exists(path):
-        raise VideoDecodeError("no such file", path=path)
-    if not os.path.isfile(path):
-        raise VideoDecodeError("not a regular file", path=path)
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise VideoDecodeError(f"cannot read file ({exc.strerror})", path=path) from None
-    if size == 0:
-        raise VideoDecodeError("empty file (0 bytes)", path=path)
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            width, height = int(ctx.width or 0), int(ctx.height or 0)
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fps = float(rate) if rate else 0.0
-            declared = int(stream.frames or 0)
-    except VideoDecodeError:
-        raise
-    except av.error.InvalidDataError:
-        raise VideoDecodeError(
-            "not a video file (no container format recognised, or truncated header)", path=path
-        ) from None
-    except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"cannot open video ({_ffmpeg_message(exc)})", path=path) from None
-    except (OSError, ValueError, MemoryError) as exc:
-        raise VideoDecodeError(f"cannot open video ({exc})", path=path) from None
-    if width <= 0 or height <= 0:
-        raise VideoDecodeError(f"video stream has no frame size ({width}x{height})", path=path)
-    if width * height > max_pixels:
-        raise VideoDecodeError(
-            f"frame size {width}x{height} exceeds the limit of {max_pixels} pixels (raise max_pixels to allow it)",
-            path=path,
-        )
-    if declared > MAX_FRAMES:
-        raise VideoDecodeError(f"header declares {declared} frames (limit {MAX_FRAMES})", path=path)
-    return _Header(width=width, height=height, fps=fps, declared_frames=declared)
+# --------------------------------------------------------------------------------------------------------- packets
 
 
 def _ffmpeg_message(exc: BaseException) -> str:
@@ -214,37 +229,594 @@ def _decord_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Packet:
+    pts: int | None
+    keyframe: bool
+    discard: bool
+    size: int
+    pictures: int  # H.264/HEVC: slices that start a picture (-1: not parsed)
+    intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
+    disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
+
+
+class _Source:
+    """One open container and the video stream's packets in decode order (metadata always; the packets themselves
+    while they fit in ``PACKET_MEMORY``). Every failure is a ``VideoDecodeError`` naming the file."""
+
+    def __init__(self, path: str, max_pixels: int) -> None:
+        import av
+
+        self.path = path
+        self._av = av
+        if not os.path.exists(path):
+            raise VideoDecodeError("no such file", path=path)
+        if not os.path.isfile(path):
+            raise VideoDecodeError("not a regular file", path=path)
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise VideoDecodeError(f"cannot read file ({exc.strerror})", path=path) from None
+        if size == 0:
+            raise VideoDecodeError("empty file (0 bytes)", path=path)
+        self.container: Any = None
+        self._decoder_used = False
+        try:
+            self.container = self._open()
+            if not self.container.streams.video:
+                raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
+            stream = self.container.streams.video[0]
+            ctx = stream.codec_context
+            self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = float(rate) if rate else 0.0
+            self.declared = int(stream.frames or 0)
+            self.codec = str(getattr(ctx.codec, "canonical_name", "") or ctx.name)
+            self.pix_fmt = str(ctx.pix_fmt or "")
+            self.format = str(self.container.format.name)
+            if self.width <= 0 or self.height <= 0:
+                raise VideoDecodeError(f"video stream has no frame size ({self.width}x{self.height})", path=path)
+            if self.width * self.height > max_pixels:
+                raise VideoDecodeError(
+                    f"frame size {self.width}x{self.height} exceeds the limit of {max_pixels} pixels "
+                    "(raise max_pixels to allow it)",
+                    path=path,
+                )
+            if self.declared > MAX_FRAMES:
+                raise VideoDecodeError(f"header declares {self.declared} frames (limit {MAX_FRAMES})", path=path)
+            self.packets: list[_Packet] = []
+            self._kept: list[Any] | None = []
+            self._read_packets(stream)
+        except VideoDecodeError:
+            self.close()
+            raise
+        except av.error.InvalidDataError:
+            self.close()
+            raise VideoDecodeError(
+                "not a video file (no container format recognised, or truncated header)", path=path
+            ) from None
+        except av.error.FFmpegError as exc:
+            self.close()
+            raise VideoDecodeError(f"cannot read video packets ({_ffmpeg_message(exc)})", path=path) from None
+        except (OSError, ValueError, MemoryError) as exc:
+            self.close()
+            raise VideoDecodeError(f"cannot open video ({exc})", path=path) from None
+        if not self.packets:
+            self.close()
+            raise VideoDecodeError("video has no frames", path=path)
+
+    def _open(self) -> Any:
+        return self._av.open(self.path, metadata_errors="ignore")
+
+    def _read_packets(self, stream: Any) -> None:
+        kept_bytes = 0
+        nal = _nal_format(self.codec, bytes(stream.codec_context.extradata or b""))
+        for packet in self.container.demux(stream):
+            if packet.size == 0:
+                continue  # flush packet
+            self.packets.append(
+                _Packet(
+                    None if packet.pts is None else int(packet.pts),
+                    bool(packet.is_keyframe),
+                    bool(packet.is_discard),
+                    int(packet.size),
+                    *_parse(memoryview(packet), self.codec, nal),
+                )
+            )
+            if len(self.packets) > MAX_FRAMES:
+                raise VideoDecodeError(f"more than {MAX_FRAMES} frames", path=self.path)
+            if self._kept is not None:
+                kept_bytes += packet.size
+                self._kept.append(packet)
+                if kept_bytes > PACKET_MEMORY:
+                    self._kept = None  # too large to keep: demux again when decoding
+
+    @property
+    def stream(self) -> Any:
+        return self.container.streams.video[0]
+
+    def decoder(self, threads: int) -> Any:
+        """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start."""
+        ctx = self.stream.codec_context
+        if not self._decoder_used:
+            ctx.thread_type = "AUTO"
+            ctx.thread_count = max(0, threads)
+            self._decoder_used = True
+        else:
+            ctx.flush_buffers()
+        ctx.skip_frame = "DEFAULT"
+        return ctx
+
+    def iter_packets(self, start: int) -> Iterator[tuple[int, Any]]:
+        """``(position, packet)`` in decode order from ``start`` (positions count non-empty packets)."""
+        if self._kept is not None:
+            for pos in range(start, len(self._kept)):
+                yield pos, self._kept[pos]
+            return
+        container = self._open()
+        try:
+            pos = 0
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size == 0:
+                    continue
+                if pos >= start:
+                    yield pos, packet
+                pos += 1
+        finally:
+            container.close()
+
+    def close(self) -> None:
+        self._kept = None
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+def _nal_format(codec: str, extradata: bytes) -> int:
+    """Length-prefix size of H.264 (avcC) / HEVC (hvcC) packets, 0 when they are not length-prefixed NAL units."""
+    if codec == "h264" and len(extradata) > 4 and extradata[0] == 1:
+        return (extradata[4] & 3) + 1
+    if codec == "hevc" and len(extradata) > 21 and extradata[0] == 1:
+        return (extradata[21] & 3) + 1
+    return 0
+
+
+def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool]:
+    """``(pictures, intra, disposable)`` of one packet: for length-prefixed H.264/HEVC, the slices that start a
+    picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether an IDR/IRAP slice
+    is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer non-reference types);
+    VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False)."""
+    if codec == "vp8":
+        return -1, bool(data) and not data[0] & 1, False
+    if codec == "vp9":
+        if not data or data[0] >> 6 != 2:
+            return -1, False, False
+        profile = (data[0] >> 5 & 1) | (data[0] >> 3 & 2)
+        bit = 4 + (profile == 3)  # after frame_marker, profile bits (and a reserved bit in profile 3)
+        bits = int.from_bytes(bytes(data[:2]).ljust(2, b"\0"), "big")
+        show_existing = bits >> (15 - bit) & 1
+        frame_type = bits >> (14 - bit) & 1
+        return -1, not show_existing and frame_type == 0, False
+    if not length_size:
+        return -1, True, False
+    pos, count, intra, referenced, size = 0, 0, False, False, len(data)
+    while pos + length_size <= size:
+        n = int.from_bytes(data[pos : pos + length_size], "big")
+        pos += length_size
+        if n < 1 or pos + n > size:
+            return -1, False, False
+        header = data[pos]
+        if codec == "h264":
+            kind = header & 0x1F
+            intra |= kind == 5
+            if kind in (1, 5):
+                referenced |= bool(header & 0x60)  # nal_ref_idc
+                count += n > 1 and bool(data[pos + 1] & 0x80)  # ue(v) first_mb_in_slice == 0
+        else:
+            kind = (header >> 1) & 0x3F
+            intra |= 16 <= kind <= 23
+            if kind < 32:
+                referenced |= kind >= 16 or kind % 2 == 1  # 0, 2, ..., 14: sub-layer non-reference pictures
+                count += n > 2 and bool(data[pos + 2] & 0x80)  # first_slice_segment_in_pic_flag
+        pos += n
+    if pos != size:
+        return -1, False, False
+    return count, intra, count == 1 and not referenced
+
+
+def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
+    """Presentation order of the indexed path: positions of frames 0..n-1 and pts -> frame index; ``None`` when the
+    file does not meet the indexed path's conditions (module docstring)."""
+    if not any(name in INDEXED_CONTAINERS for name in src.format.split(",")):
+        return None
+    if src.codec not in INDEXED_CODECS:
+        return None
+    packets = src.packets
+    if src.format.startswith("mov") and src.declared and src.declared != len(packets):
+        return None  # the MP4 sample table and the packets disagree (cut off, or merged by the parser)
+    if not packets[0].keyframe or packets[0].pts is None:
+        return None
+    first = packets[0].pts
+    shown: list[tuple[int, int]] = []  # (pts, position) of packets that yield a frame
+    parsed = src.codec in ("h264", "hevc")
+    for pos, p in enumerate(packets):
+        if p.pts is None:
+            return None
+        if parsed and p.pictures != 1:
+            return None  # no picture (SEI/AUD only), two, or a field pair, or not length-prefixed: not 1:1
+        if p.keyframe and not p.intra:
+            return None  # marked a keyframe, but decoding cannot start there (or an H.264 recovery point)
+        if p.discard:
+            continue
+        if p.pts < first:
+            return None  # presented before the first keyframe: a leading picture the decoder may drop
+        shown.append((p.pts, pos))
+    shown.sort()
+    if not shown or any(a[0] == b[0] for a, b in itertools.pairwise(shown)):
+        return None
+    return [pos for _, pos in shown], {pts: k for k, (pts, _) in enumerate(shown)}
+
+
+# ------------------------------------------------------------------------------------------------------------ PyAV
+
+
+class PyAVReader(VideoReader):
+    """PyAV: the indexed path where it provably equals a sequential decode, the sequential path elsewhere (module
+    docstring)."""
+
+    def __init__(
+        self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, autorotate: bool = True
+    ) -> None:
+        import av
+
+        self._av = av
+        self._threads = num_threads
+        self._autorotate = autorotate
+        self._src = _Source(path, max_pixels)
+        self._ctx: Any = None
+        self._chain: _Chain | None = None
+        self._cache: list[Any] | None = None  # sequential path: the decoded frames, when they fit
+        try:
+            plan = _indexed_plan(self._src)
+            if plan is not None:
+                self._frame_pos, self._frame_of_pts = plan
+                self._keyframes = [pos for pos, p in enumerate(self._src.packets) if p.keyframe and p.pts is not None]
+                rotation = self._start_indexed()
+                n, mode = len(self._frame_pos), "pyav"
+            else:
+                n, rotation = self._count_sequential()
+                mode = "pyav-sequential"
+        except VideoDecodeError:
+            self.close()
+            raise
+        except (av.error.FFmpegError, OSError, ValueError, MemoryError) as exc:
+            self.close()
+            raise VideoDecodeError(f"cannot decode video ({_ffmpeg_message(exc)})", path=path) from None
+        self._indexed = plan is not None
+        self.info = _make_info(self._src, n, mode, rotation, autorotate)
+
+    # ---- the sequential path: the definition
+
+    def _count_sequential(self) -> tuple[int, int]:
+        """Decode everything once (no colour conversion): the frame count and the first frame's rotation. The
+        decoded frames are kept while they fit in ``FRAME_MEMORY`` (then reading decodes nothing again)."""
+        ctx = self._src.decoder(self._threads)
+        count, rotation, kept_bytes = 0, 0, 0
+        cache: list[Any] | None = []
+
+        def take(frames: list[Any]) -> None:
+            nonlocal count, rotation, kept_bytes, cache
+            for frame in frames:
+                if count == 0:
+                    rotation = display_rotation(frame)
+                count += 1
+                if cache is not None:
+                    kept_bytes += sum(plane.buffer_size for plane in frame.planes)
+                    if kept_bytes <= FRAME_MEMORY:
+                        cache.append(frame)
+                    else:
+                        cache = None
+
+        try:
+            for _, packet in self._src.iter_packets(0):
+                take(ctx.decode(packet))
+            take(ctx.decode(None))
+        except self._av.error.FFmpegError as exc:
+            raise VideoDecodeError(
+                f"cannot decode frame {count} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
+                path=self._src.path,
+            ) from None
+        if count == 0:
+            raise VideoDecodeError("video has no decodable frames", path=self._src.path)
+        if count > MAX_FRAMES:
+            raise VideoDecodeError(f"more than {MAX_FRAMES} frames", path=self._src.path)
+        self._cache = cache
+        return count, rotation
+
+    def _read_sequential(self, indices: list[int]) -> dict[int, np.ndarray]:
+        if self._cache is not None:
+            return {k: self._to_rgb(self._cache[k]) for k in indices}
+        wanted = set(indices)
+        out: dict[int, np.ndarray] = {}
+        ctx = self._src.decoder(self._threads)
+        count = 0
+
+        def take(frames: list[Any]) -> None:
+            nonlocal count
+            for frame in frames:
+                if count in wanted:
+                    out[count] = self._to_rgb(frame)
+                count += 1
+
+        for _, packet in self._src.iter_packets(0):
+            take(ctx.decode(packet))
+            if len(out) == len(wanted):
+                return out
+        take(ctx.decode(None))
+        if len(out) != len(wanted):
+            raise VideoDecodeError(
+                f"the decoder yielded {count} frames this time, {self.info.num_frames} when the file was opened",
+                path=self._src.path,
+            )
+        return out
+
+    # ---- the indexed path
+
+    def _start_indexed(self) -> int:
+        """Start a decode chain at packet 0 and feed packets until the first frame comes out (its rotation)."""
+        chain = self._new_chain(0)
+        for pos, packet in self._src.iter_packets(0):
+            chain.feed(pos, packet, skip=False)
+            if chain.outputs:
+                break
+        else:
+            chain.drain()
+        if not chain.outputs:
+            raise VideoDecodeError("video has no decodable frames", path=self._src.path)
+        return display_rotation(chain.outputs[0])
+
+    def _new_chain(self, start: int) -> _Chain:
+        if self._ctx is None:
+            self._ctx = self._src.decoder(self._threads)
+        else:
+            self._ctx.flush_buffers()
+        start_pts = self._src.packets[start].pts
+        assert start_pts is not None
+        self._chain = _Chain(self._ctx, start, start_pts, self._src.packets)
+        return self._chain
+
+    def _start_of(self, k: int) -> int:
+        """Decode position of the latest keyframe before frame ``k`` in decode order and not after it in
+        presentation order."""
+        pos = self._frame_pos[k]
+        pts = self._src.packets[pos].pts
+        assert pts is not None
+        i = bisect.bisect_right(self._keyframes, pos) - 1
+        while i > 0 and (self._src.packets[self._keyframes[i]].pts or 0) > pts:
+            i -= 1
+        return self._keyframes[max(i, 0)]
+
+    def _runs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """Decode ranges ``(first, last)`` (packet positions, inclusive) covering the wanted frames."""
+        spans = sorted((self._start_of(k), self._frame_pos[k]) for k in indices)
+        runs: list[list[int]] = []
+        for start, end in spans:
+            if runs and start <= runs[-1][1] + 1 + MERGE_GAP:
+                runs[-1][1] = max(runs[-1][1], end)
+            else:
+                runs.append([start, end])
+        return [(a, b) for a, b in runs]
+
+    def _read_indexed(self, indices: list[int]) -> dict[int, np.ndarray]:
+        wanted_pts = {self._src.packets[self._frame_pos[k]].pts: k for k in indices}
+        out: dict[int, np.ndarray] = {}
+        for first, last in self._runs(indices):
+            chain = self._chain
+            if chain is None or chain.drained or not chain.start <= first <= chain.next:
+                chain = self._new_chain(first)
+            chain.collect(wanted_pts, out, self._to_rgb)
+            for pos, packet in self._src.iter_packets(chain.next):
+                if pos > last:
+                    break
+                pts = self._src.packets[pos].pts
+                skip = pts not in wanted_pts and self._src.packets[pos].disposable
+                chain.feed(pos, packet, skip=skip)
+                chain.collect(wanted_pts, out, self._to_rgb)
+            chain.drain()
+            chain.collect(wanted_pts, out, self._to_rgb)
+            problem = chain.check(self._frame_of_pts)
+            if problem:
+                raise _IndexMismatch(problem)
+        missing = [k for k in indices if k not in out]
+        if missing:
+            raise _IndexMismatch(f"frames {missing[:5]} did not come out of the decoder")
+        return out
+
+    # ---- both
+
+    def _to_rgb(self, frame: Any) -> np.ndarray:
+        rgb = np.asarray(frame.to_ndarray(format="rgb24"))  # [h, w, 3]
+        return rotate(rgb, display_rotation(frame)) if self._autorotate else rgb
+
+    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
+        try:
+            if self._indexed:
+                try:
+                    out = self._read_indexed(indices)
+                except (_IndexMismatch, self._av.error.FFmpegError):
+                    out = self._fall_back(indices)  # the definition decides whether the file is bad
+            else:
+                out = self._read_sequential(indices)
+        except self._av.error.FFmpegError as exc:
+            raise VideoDecodeError(
+                f"cannot decode frames at {_short(indices)} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
+                path=self.info.path,
+            ) from None
+        return np.stack([out[k] for k in indices])
+
+    def _fall_back(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """The index check failed: this file is read by the definition from now on."""
+        self._indexed = False
+        self._chain = None
+        n, rotation = self._count_sequential()
+        if n != self.info.num_frames:
+            self.info = _make_info(self._src, n, "pyav-sequential", rotation, self._autorotate)
+            raise FrameCountChanged(
+                f"the packet index listed {len(self._frame_pos)} frames but a sequential decode yields {n}",
+                path=self._src.path,
+                info=self.info,
+            )
+        self.info = replace(self.info, decoder="pyav-sequential")
+        return self._read_sequential(indices)
+
+    def close(self) -> None:
+        self._chain = None
+        self._ctx = None
+        self._cache = None
+        src = getattr(self, "_src", None)
+        if src is not None:
+            src.close()
+
+
+class _IndexMismatch(Exception):
+    """The indexed path's one-frame-per-packet check failed (internal: triggers the sequential path)."""
+
+
+class _Chain:
+    """One run of the decoder from a keyframe: what was fed, what came out, and the check that they match."""
+
+    def __init__(self, ctx: Any, start: int, start_pts: int, packets: list[_Packet]) -> None:
+        self.ctx, self.start, self.start_pts, self.packets = ctx, start, start_pts, packets
+        self.next = start  # next packet position to feed
+        self.drained = False
+        self.outputs: list[Any] = []  # frames out, not yet collected
+        self.fed: set[int] = set()  # pts of fed packets that yield a frame
+        self.required: set[int] = set()  # pts of fed packets decoded without skipping: each must come out
+        self.seen: list[int | None] = []  # pts of every frame that came out
+        self.corrupt = 0  # frames the decoder flagged as decoded with missing references
+
+    def feed(self, pos: int, packet: Any, *, skip: bool) -> None:
+        info = self.packets[pos]
+        self.ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+        frames = self.ctx.decode(packet)
+        self.next = pos + 1
+        if not info.discard and info.pts is not None and info.pts >= self.start_pts:
+            self.fed.add(info.pts)
+            if not skip:
+                self.required.add(info.pts)
+        self._out(frames)
+
+    def drain(self) -> None:
+        self.ctx.skip_frame = "DEFAULT"
+        self._out(self.ctx.decode(None))
+        self.drained = True
+
+    def _out(self, frames: list[Any]) -> None:
+        for frame in frames:
+            pts = frame.pts
+            if pts is not None and pts < self.start_pts:
+                continue  # a leading picture of the start keyframe: not decodable from here, never wanted
+            self.seen.append(pts)
+            if getattr(frame, "is_corrupt", False):
+                self.corrupt += 1
+            self.outputs.append(frame)
+
+    def collect(self, wanted: dict[int | None, int], out: dict[int, np.ndarray], convert: Any) -> None:
+        for frame in self.outputs:
+            k = wanted.get(frame.pts)
+            if k is not None and k not in out:
+                out[k] = convert(frame)
+        self.outputs.clear()
+
+    def check(self, frame_of_pts: dict[int, int]) -> str:
+        """Empty when every frame that came out was one fed packet's, once, and every packet fed without skipping
+        came out."""
+        seen = self.seen
+        if self.corrupt:
+            return f"{self.corrupt} frames were decoded with missing references"
+        if any(p is None or p not in self.fed for p in seen):
+            return "a frame without a timestamp of its own came out"
+        if len(set(seen)) != len(seen):
+            return "a timestamp came out twice"
+        if not self.required <= set(seen):
+            return f"{len(self.required - set(seen))} packets produced no frame"
+        return ""
+
+
+def _make_info(src: _Source, n: int, mode: str, rotation: int, autorotate: bool) -> VideoInfo:
+    turned = autorotate and rotation in (90, 270)
+    width, height = (src.height, src.width) if turned else (src.width, src.height)
+    return VideoInfo(src.path, n, src.fps, width, height, mode, rotation, autorotate and rotation != 0)
+
+
 # ---------------------------------------------------------------------------------------------------------- decord
 
 
 class DecordReader(VideoReader):
-    """decord: fast batched random access (seeks to the keyframe before each wanted frame)."""
+    """decord, only where it is exact: the indexed path's conditions, 8-bit 4:2:0, decord's frame count equal to n
+    (module docstring); never on open-GOP, rotated or high-bit-depth files."""
 
-    def __init__(self, path: str, header: _Header, num_threads: int) -> None:
+    def __init__(
+        self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, autorotate: bool = True
+    ) -> None:
         import decord
 
+        reference = PyAVReader(path, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
+        info, src = reference.info, reference._src
+        indexed = reference._indexed
+        reference.close()
+        why = ""
+        if not indexed:
+            why = f"{_describe(src)} has no one-frame-per-packet index"
+        elif _has_leading_pictures(src.packets):
+            why = "open GOPs (frames shown before their keyframe), which decord decodes without their references"
+        elif src.pix_fmt not in DECORD_PIX_FMTS:
+            why = f"decord converts {src.pix_fmt} to RGB differently from FFmpeg's rgb24"
+        elif info.rotation:
+            why = "decord does not read rotated videos"
+        if why:
+            raise VideoDecodeError(f"decord cannot read this file frame-exactly ({why}); use --decoder pyav", path=path)
         decord.logging.set_level(decord.logging.QUIET)
         try:
             self._vr: Any = decord.VideoReader(path, num_threads=max(0, num_threads))
             num_frames = len(self._vr)
-            fps = float(self._vr.get_avg_fps() or header.fps)
         except Exception as exc:  # decord raises RuntimeError / DECORDError with multi-line C++ text
             raise VideoDecodeError(f"decord cannot open it ({_first_line(exc)})", path=path) from None
-        if num_frames < 1:
-            raise VideoDecodeError("video has no frames", path=path)
-        self.info = VideoInfo(path, num_frames, fps, header.width, header.height, "decord")
+        if num_frames != info.num_frames:
+            self._vr = None
+            raise VideoDecodeError(
+                f"decord counts {num_frames} frames, a sequential decode {info.num_frames}; use --decoder pyav",
+                path=path,
+            )
+        self.info = replace(info, decoder="decord")
 
     def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
         try:
-            return np.asarray(self._vr.get_batch(indices).asnumpy())
+            frames = np.asarray(self._vr.get_batch(indices).asnumpy())
         except Exception as exc:
             raise VideoDecodeError(
                 f"cannot decode frames at {_short(indices)} ({_first_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
+        return frames
 
     def close(self) -> None:
         self._vr = None
+
+
+def _has_leading_pictures(packets: list[_Packet]) -> bool:
+    """True when a packet after a keyframe (decode order) is shown before it: an open GOP."""
+    key_pts: int | None = None
+    for p in packets:
+        if p.keyframe and p.pts is not None:
+            key_pts = p.pts
+        elif key_pts is not None and p.pts is not None and not p.discard and p.pts < key_pts:
+            return True
+    return False
+
+
+def _describe(src: _Source) -> str:
+    return f"{src.codec} in {src.format.split(',')[0]}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -256,134 +828,3 @@ def _first_line(exc: BaseException) -> str:
 def _short(indices: Sequence[int]) -> str:
     items = list(indices)
     return str(items) if len(items) <= 6 else f"[{', '.join(map(str, items[:5]))}, ...] ({len(items)} frames)"
-
-
-# ------------------------------------------------------------------------------------------------------------ PyAV
-
-
-class PyAVReader(VideoReader):
-    """PyAV: builds the frame index from packet timestamps (no decoding), then decodes from the keyframe before
-    each wanted frame. Same frames at the same indices as decord."""
-
-    def __init__(self, path: str, header: _Header, num_threads: int) -> None:
-        import av
-
-        self._av = av
-        try:
-            self._container: Any = av.open(path, metadata_errors="ignore")
-            self._stream: Any = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
-            self._stream.codec_context.thread_count = max(0, num_threads)
-            self._pts, self._keyframes = self._index()
-        except VideoDecodeError:
-            self.close()
-            raise
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            self.close()
-            raise VideoDecodeError(f"cannot read video packets ({_ffmpeg_message(exc)})", path=path) from None
-        if not self._pts:
-            self.close()
-            raise VideoDecodeError("video has no frames", path=path)
-        if header.declared_frames and len(self._pts) < header.declared_frames:
-            self.close()
-            raise VideoDecodeError(
-                f"truncated: the header lists {header.declared_frames} frames but only {len(self._pts)} are in the "
-                "file",
-                path=path,
-            )
-        self._index_of = {pts: k for k, pts in enumerate(self._pts)}
-        self._decoded: Iterator[Any] | None = None
-        self._position = -1  # index of the last frame produced by the current decode run
-        self.info = VideoInfo(path, len(self._pts), header.fps, header.width, header.height, "pyav")
-
-    def _index(self) -> tuple[list[int], list[int]]:
-        """Presentation timestamps of all frames, sorted, and the frame indices of keyframes."""
-        entries: list[tuple[int, bool]] = []
-        for packet in self._container.demux(self._stream):
-            if packet.size == 0:
-                continue  # flush packet
-            if packet.pts is None:
-                raise VideoDecodeError(
-                    "packets without timestamps (raw elementary stream); remux it into a container",
-                    path=self._container.name,
-                )
-            entries.append((int(packet.pts), bool(packet.is_keyframe)))
-            if len(entries) > MAX_FRAMES:
-                raise VideoDecodeError(f"more than {MAX_FRAMES} frames", path=self._container.name)
-        entries.sort()
-        pts = [p for p, _ in entries]
-        keyframes = [k for k, (_, key) in enumerate(entries) if key] or [0]
-        return pts, keyframes
-
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
-        out: list[np.ndarray] = []
-        try:
-            for target in indices:
-                out.append(self._decode_to(target))
-        except self._av.error.FFmpegError as exc:
-            raise VideoDecodeError(
-                f"cannot decode frames at {_short(indices)} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
-                path=self.info.path,
-            ) from None
-        return np.stack(out)
-
-    def _decode_to(self, target: int) -> np.ndarray:
-        keyframe = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
-        if self._decoded is None or target <= self._position or keyframe > self._position + 1:
-            self._container.seek(self._pts[keyframe], stream=self._stream, backward=True, any_frame=False)
-            self._decoded = self._container.decode(self._stream)
-            self._position = -1
-        for frame in self._decoded:
-            index = self._index_of.get(frame.pts) if frame.pts is not None else None
-            if index is None:
-                continue
-            self._position = index
-            if index == target:
-                return np.asarray(frame.to_ndarray(format="rgb24"))
-            if index > target:
-                break
-        self._decoded = None
-        raise VideoDecodeError(
-            f"frame {target} could not be decoded (the index lists {self.info.num_frames} frames); "
-            "the file is truncated or corrupt",
-            path=self.info.path,
-        )
-
-    def close(self) -> None:
-        container = getattr(self, "_container", None)
-        if container is not None:
-            self._decoded = None
-            container.close()
-            self._container = None
-
-
-class _FallbackReader(VideoReader):
-    """``auto``: decord first; when it fails to decode, the same request goes to PyAV once."""
-
-    def __init__(self, primary: VideoReader, make_fallback: Any) -> None:
-        self._primary: VideoReader = primary
-        self._make_fallback = make_fallback
-        self._switched = False
-        self.info = primary.info
-
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
-        try:
-            return self._primary._frames_at_sorted(indices)
-        except VideoDecodeError:
-            if self._switched:
-                raise
-        self._primary.close()
-        fallback = self._make_fallback()
-        self._switched = True
-        if fallback.info.num_frames != self.info.num_frames:
-            fallback.close()
-            raise VideoDecodeError(
-                f"decord and PyAV disagree on the frame count ({self.info.num_frames} vs {fallback.info.num_frames}); "
-                "the file is corrupt",
-                path=self.info.path,
-            )
-        self._primary = fallback
-        return fallback._frames_at_sorted(indices)
-
-    def close(self) -> None:
-        self._primary.close()
