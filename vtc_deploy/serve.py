@@ -49,6 +49,7 @@ from vtc_deploy.video import DEFAULT_MAX_PIXELS
 log = logging.getLogger("vtc_deploy.serve")
 MODEL_VIDEO = "vtc_video"
 MODEL_FRAMES = "vtc_frames"
+TRIM_EVERY = 16  # batches between returns of freed heap memory to the system
 STOP_RESERVE_S = 3.0  # of the drain timeout, kept for stopping Triton after the requests in flight
 
 
@@ -85,6 +86,7 @@ class VideoService:
     def __init__(self, classifier: Classifier, config: ServeConfig) -> None:
         self.classifier = classifier
         self.config = config
+        self.batches = 0
         self.k = min(config.topk, len(classifier.classes))
         self.dim = classifier.spec.model.embed_dim
 
@@ -109,6 +111,9 @@ class VideoService:
 
     def _classify(self, sources: list[Any], names: list[str], errors: list[str | None]) -> list[dict[str, np.ndarray]]:
         todo = [i for i, e in enumerate(errors) if e is None]
+        self.batches += 1
+        if self.batches % TRIM_EVERY == 0:
+            _malloc_trim()
         results = (
             dict(
                 zip(
@@ -241,12 +246,28 @@ def bind_models(triton: Any, service: VideoService, config: ServeConfig) -> None
     )
 
 
+def _libc() -> Any:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread of this many-threaded server its own heap arena, and freed memory then stays in them:
+    two arenas keep the resident memory flat over many requests (set before the threads start)."""
+    M_ARENA_MAX = -8  # malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().mallopt(M_ARENA_MAX, 2)
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().malloc_trim(0)
+
+
 def _set_child_subreaper() -> None:
     """Orphaned descendants (Triton's backend stubs, when tritonserver dies first) become our children, so that
     ``_stop_descendants`` can find and end them."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -343,6 +364,7 @@ def serve(model_dir: str | Path, config: ServeConfig = ServeConfig()) -> None:
     stop = _Stop(config.drain_timeout)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     _set_child_subreaper()
+    _limit_malloc_arenas()
     workspace = Path(tempfile.mkdtemp(prefix=f"vtc-serve-{os.getpid()}-workspace-"))
     classifier = Classifier.load(model_dir, backend=config.backend)
     service = VideoService(classifier, config)
