@@ -388,31 +388,35 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     data = np.array([[video.read_bytes()]], dtype=object)
     frames = np.random.default_rng(0).integers(0, 256, (1, 6, 64, 80, 3), dtype=np.uint8)
     errors: list[str] = []
+    done: list[int] = []
 
-    def loop(c, n: int) -> None:  # type: ignore[no-untyped-def]
-        for i in range(n):
-            out = (
-                _infer(c, "vtc_video", "video", data, "BYTES")
-                if i % 2
-                else _infer(c, "vtc_frames", "frames", frames, "UINT8")
+    def loop(i: int, n: int) -> None:
+        try:  # each thread its own client, made in that thread (the HTTP client's gevent hub is per thread)
+            c = (
+                grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+                if i % 2 == 0
+                else http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=120)
             )
-            if out["error"][0][0]:
-                errors.append(str(out["error"][0][0]))
-
-    clients = [  # one client per thread: the HTTP client (gevent) must not be shared between threads
-        grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
-        if i % 2 == 0
-        else http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=120)
-        for i in range(4)
-    ]
+            for k in range(n):
+                out = (
+                    _infer(c, "vtc_video", "video", data, "BYTES")
+                    if k % 2
+                    else _infer(c, "vtc_frames", "frames", frames, "UINT8")
+                )
+                if out["error"][0][0]:
+                    errors.append(str(out["error"][0][0]))
+                done.append(1)
+        except Exception as exc:  # reported by the main thread
+            errors.append(repr(exc))
 
     def run(n: int) -> None:  # 4 clients (2 gRPC, 2 HTTP), n requests each
-        threads = [threading.Thread(target=loop, args=(clients[i], n), daemon=True) for i in range(4)]
+        done.clear()
+        threads = [threading.Thread(target=loop, args=(i, n), daemon=True) for i in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=600)
-        assert not errors and not any(t.is_alive() for t in threads), errors
+        assert not errors and len(done) == 4 * n, errors
 
     run(50)  # warm-up: the allocations of every batch size
     before = _tree_rss_mb(pid)

@@ -271,7 +271,7 @@ class _GrpcProxy:
                     future.cancel()
                     context.abort(grpc.StatusCode.UNAVAILABLE, "server stopped before the request finished")
             try:
-                return future.result()  # type: ignore[no-any-return]
+                return future.result()
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details() or str(exc.code()))
                 raise  # not reached: abort raises
