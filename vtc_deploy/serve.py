@@ -416,7 +416,7 @@ def serve(model_dir: str | Path, config: ServeConfig = ServeConfig()) -> None:
             if not triton.is_alive():
                 raise ServeError("Triton Inference Server stopped on its own; see its log above")
         log.info("%s: draining (%d requests in flight)", stop.signal_name, front.in_flight())
-        refused = front.drain(stop.deadline - STOP_RESERVE_S)
+        refused = front.drain(lambda: stop.deadline - STOP_RESERVE_S)
         log.info("drained: %d requests in flight refused at the deadline", refused)
     finally:
         front.state.draining = True

@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -587,17 +587,18 @@ class Front:
     def in_flight(self) -> int:
         return self.state.in_flight
 
-    def drain(self, deadline: float) -> int:
-        """Refuse new requests, close idle connections and wait until ``deadline`` (``time.monotonic()``) for the
-        requests in flight; refuse those still running then. Returns how many were refused that way."""
+    def drain(self, deadline: Callable[[], float]) -> int:
+        """Refuse new requests, close idle connections and wait until ``deadline()`` (``time.monotonic()``, read
+        again while waiting, so that it can move earlier) for the requests in flight; refuse those still running
+        then. Returns how many were refused that way."""
         state = self.state
         state.draining = True
         if self._http_server is not None:
             self._call(self._http_server.close)
         self._call(self._close_idle)
         with state.cond:
-            while state.in_flight and time.monotonic() < deadline:
-                state.cond.wait(max(0.0, min(0.2, deadline - time.monotonic())))
+            while state.in_flight and time.monotonic() < deadline():
+                state.cond.wait(max(0.0, min(0.2, deadline() - time.monotonic())))
             left = state.in_flight
         if left:
             state.expired = True
