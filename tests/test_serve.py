@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,12 +36,9 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path):  # type: ignore[no-untyped-def]
-    artifact = tmp_path_factory.mktemp("serve") / "model"
-    export_artifact(str(ours_ckpt), out=artifact, verify=False, text=False)
+def _start_server(artifact: Path, log: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    """``vtc-deploy serve`` in a subprocess on free loopback ports, returned once /v2/health/ready answers 200."""
     http_port, grpc_port, metrics_port = _free_ports(3)
-    log = tmp_path_factory.mktemp("serve-log") / "server.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
             [
@@ -55,33 +54,41 @@ def server(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path):  # type: 
                 str(grpc_port),
                 "--metrics-port",
                 str(metrics_port),
-                "--max-video-mb",
-                "0.9",
-                "--max-frames",
-                "64",
-                "--max-batch",
-                "4",
-                "--topk",
-                "3",
+                *extra,
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 180
     ready = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/vtc_frames/ready", timeout=2) as r:
-                ready = r.status == 200
-        except OSError:
-            pass
-        if ready:
-            break
-        time.sleep(0.5)
+    while time.monotonic() < deadline and proc.poll() is None and not ready:
+        ready = _http_status(http_port, "/v2/health/ready") == 200
+        time.sleep(0.05)
     if not ready:
         proc.kill()
         pytest.fail(f"server did not become ready:\n{log.read_text()[-3000:]}")
-    yield {"artifact": artifact, "http": http_port, "grpc": grpc_port, "proc": proc, "log": log}
+    return {
+        "artifact": artifact,
+        "http": http_port,
+        "grpc": grpc_port,
+        "metrics": metrics_port,
+        "proc": proc,
+        "log": log,
+    }
+
+
+def _http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _stop_server(server: dict) -> None:  # type: ignore[type-arg]
+    proc = server["proc"]
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -90,12 +97,30 @@ def server(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path):  # type: 
             proc.kill()
 
 
-def _infer(client, model: str, name: str, array: np.ndarray, dtype: str) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
+    out = tmp_path_factory.mktemp("serve") / "model"
+    export_artifact(str(ours_ckpt), out=out, verify=False, text=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, artifact: Path):  # type: ignore[no-untyped-def]
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    extra = ("--max-video-mb", "0.9", "--max-frames", "64", "--max-batch", "4", "--topk", "3")
+    server = _start_server(artifact, log, *extra)
+    yield server
+    _stop_server(server)
+
+
+def _infer(
+    client, model: str, name: str, array: np.ndarray, dtype: str, request_id: str = "", **kw
+) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     module = grpc if isinstance(client, grpc.InferenceServerClient) else http
     inp = module.InferInput(name, list(array.shape), dtype)
     inp.set_data_from_numpy(array)
     outputs = [module.InferRequestedOutput(n) for n in ("labels", "indices", "probs", "logits", "embedding", "error")]
-    result = client.infer(model, [inp], outputs=outputs)
+    result = client.infer(model, [inp], outputs=outputs, request_id=request_id, **kw)
     return {n: result.as_numpy(n) for n in ("labels", "indices", "probs", "logits", "embedding", "error")}
 
 
@@ -163,19 +188,28 @@ def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None
 
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     client = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
-    out = _infer(client, "vtc_video", "video", np.array([[os.urandom(4096)]], dtype=object), "BYTES")
-    assert b"not a video" in out["error"][0][0] and out["labels"][0].tolist() == [b"", b"", b""]
+    out = _infer(client, "vtc_video", "video", np.array([[os.urandom(4096)]], dtype=object), "BYTES", "clip-17")
+    assert out["error"][0][0].startswith(b"request 'clip-17': not a video") and out["labels"][0].tolist() == [b""] * 3
     big = max(real_videos, key=lambda p: p.stat().st_size)
     out = _infer(client, "vtc_video", "video", np.array([[big.read_bytes()]], dtype=object), "BYTES")
-    assert b"over the 0.9 MB limit" in out["error"][0][0]
-    out = _infer(client, "vtc_frames", "frames", np.zeros((1, 80, 8, 8, 3), np.uint8), "UINT8")
-    assert b"80 frames of 8x8 are over the limit (64 frames" in out["error"][0][0]
+    assert out["error"][0][0].startswith(b"video request: video is") and b"over the 0.9 MB limit" in out["error"][0][0]
+    out = _infer(client, "vtc_frames", "frames", np.zeros((1, 80, 8, 8, 3), np.uint8), "UINT8", "f80")
+    assert b"request 'f80': 80 frames of 8x8 are over the limit (64 frames" in out["error"][0][0]
     with pytest.raises(Exception, match="unexpected shape|shape"):
         _infer(client, "vtc_frames", "frames", np.zeros((1, 4, 16, 16, 4), np.uint8), "UINT8")  # 4 channels
     with pytest.raises(Exception, match="data-type"):
         _infer(client, "vtc_frames", "frames", np.zeros((1, 4, 16, 16, 3), np.float32), "FP32")
     with pytest.raises(Exception, match="unknown model|not found"):
         _infer(client, "nope", "frames", np.zeros((1, 4, 16, 16, 3), np.uint8), "UINT8")
+    for c in (client, http.InferenceServerClient(f"127.0.0.1:{server['http']}")):  # zero-size frames: one line
+        for shape in ((1, 0, 32, 32, 3), (1, 2, 0, 32, 3)):
+            with pytest.raises(Exception) as info:
+                _infer(c, "vtc_frames", "frames", np.zeros(shape, np.uint8), "UINT8", "empty-1")
+            text = str(info.value)
+            assert (
+                f"request 'empty-1': input 'frames' has shape {list(shape)}; every dimension must be at least 1" in text
+            )
+            assert "\n" not in text and "Traceback" not in text
     small = min(real_videos, key=lambda p: p.stat().st_size)
     out = _infer(client, "vtc_video", "video", np.array([[small.read_bytes()]], dtype=object), "BYTES")
     assert out["error"][0][0] == b"" and out["labels"][0][0] != b""  # still serving
@@ -184,7 +218,242 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_video
 
 def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
     proc = server["proc"]
+    children = _descendants(proc.pid)
+    assert len(children) >= 3  # tritonserver and a backend stub per model
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=90)
+    assert proc.wait(timeout=60) == 0
     text = server["log"].read_text()
-    assert "Traceback" not in text, text[-3000:]
+    assert "Traceback" not in text and text.rstrip().endswith("stopped"), text[-3000:]
+    _assert_nothing_left(proc.pid, children, server)
+
+
+# --- start, stop and refuse: each test starts its own server --------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of the server process and every process below it (tritonserver, backend stubs)."""
+    total = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _assert_nothing_left(pid: int, children: list[int], server: dict) -> None:  # type: ignore[type-arg]
+    alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+    assert not alive, f"processes left behind: {alive}"
+    for port in (server["http"], server["grpc"], server["metrics"]):
+        assert _port_free(port), f"port {port} still taken"
+    shm = [p.name for p in Path("/dev/shm").iterdir() if p.name.startswith((f"vtc-serve-{pid}-", f"pytrtion{pid}-"))]
+    assert not shm, shm
+    assert not list(Path(tempfile.gettempdir()).glob(f"vtc-serve-{pid}-*")), "workspace left behind"
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "Z"
+    return stat[stat.rindex(")") + 2]
+
+
+@pytest.fixture
+def stopper():  # type: ignore[no-untyped-def]
+    """Servers a test started, stopped at teardown whatever the test did."""
+    started: list[dict] = []  # type: ignore[type-arg]
+    yield started
+    for server in started:
+        _stop_server(server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_under_load_drains_and_leaves_nothing(
+    artifact: Path, tmp_path: Path, real_videos: list[Path], sig: signal.Signals, stopper: list
+) -> None:
+    """16 clients (gRPC and HTTP) keep sending; SIGTERM/SIGINT: every request gets its correct answer or a clean
+    refusal (never a hang), the server exits by its drain deadline and leaves no process, port, /dev/shm entry or
+    folder. Also: a request sent the moment /v2/health/ready first answers 200 succeeds."""
+    shm_before = {p.name for p in Path("/dev/shm").iterdir()}
+    server = _start_server(
+        artifact, tmp_path / "server.log", "--drain-timeout", "10", "--max-batch", "4", "--topk", "3"
+    )
+    video = min(real_videos, key=lambda p: p.stat().st_size)
+    data = np.array([[video.read_bytes()]], dtype=object)
+    first = [
+        _infer(grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}"), "vtc_video", "video", data, "BYTES"),
+        _infer(http.InferenceServerClient(f"127.0.0.1:{server['http']}"), "vtc_video", "video", data, "BYTES"),
+    ]
+    with Classifier.load(artifact, backend="onnxruntime") as local:
+        expected = [p.label for p in local.classify(video, topk=3)[0].topk]
+    for out in first:  # sent as soon as the readiness check passed
+        assert out["error"][0][0] == b"" and [x.decode() for x in out["labels"][0]] == expected
+
+    outcomes: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    answered = threading.Event()
+
+    def client_loop(i: int) -> None:
+        use_http = i % 2 == 1
+        client = (
+            http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=60)
+            if use_http
+            else grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+        )
+        for n in range(30):  # bounded: a client stops at its first refusal or after 30 requests
+            kw = {} if use_http else {"client_timeout": 60}
+            try:
+                out = _infer(client, "vtc_video", "video", data, "BYTES", f"c{i}-{n}", **kw)
+            except Exception as exc:  # refused (or, the bug this test looks for, timed out)
+                text = str(exc)
+                kind = "hang" if "Deadline" in text or "timed out" in text.lower() else "refused"
+                with lock:
+                    outcomes.append((kind, text.splitlines()[0] if text else type(exc).__name__))
+                return
+            ok = out["error"][0][0] == b"" and [x.decode() for x in out["labels"][0]] == expected
+            with lock:
+                outcomes.append(("ok" if ok else "wrong", str(out["error"][0][0])))
+                if len(outcomes) >= 24:
+                    answered.set()
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(16)]
+    for t in threads:
+        t.start()
+    assert answered.wait(120), outcomes
+    children = _descendants(server["proc"].pid)
+    start = time.monotonic()
+    server["proc"].send_signal(sig)
+    rc = server["proc"].wait(timeout=10 + 5)  # the drain deadline, plus the interpreter's own exit
+    took = time.monotonic() - start
+    for t in threads:
+        t.join(timeout=90)
+    assert not any(t.is_alive() for t in threads)
+    kinds = [k for k, _ in outcomes]
+    print(f"\n{sig.name}: exit after {took:.2f} s, rc {rc}; outcomes {dict((k, kinds.count(k)) for k in set(kinds))}")
+    assert rc == 0, server["log"].read_text()[-3000:]
+    assert "wrong" not in kinds and "hang" not in kinds, outcomes
+    assert kinds.count("refused") == 16  # each client ends on a refusal once the server stops accepting
+    text = server["log"].read_text()
+    assert "Traceback" not in text and text.rstrip().endswith("stopped"), text[-3000:]
+    _assert_nothing_left(server["proc"].pid, children, server)
+    new_psm = {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("psm_")} - shm_before
+    assert not new_psm, f"PyTriton shared memory left behind: {new_psm}"
+
+
+@pytest.mark.slow
+def test_oversized_upload_and_many_requests_keep_memory_flat(
+    artifact: Path, tmp_path: Path, real_videos: list[Path], stopper: list
+) -> None:
+    """A 200 MB upload (gRPC and HTTP) is refused before it is read: the server's memory (all its processes) grows by
+    less than 64 MB; 1,000 requests after warm-up grow it by less than 5 %."""
+    server = _start_server(artifact, tmp_path / "server.log", "--max-batch", "4", "--topk", "3")
+    stopper.append(server)
+    pid = server["proc"].pid
+    gclient = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+    hclient = http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=120)
+    video = min(real_videos, key=lambda p: p.stat().st_size)
+    data = np.array([[video.read_bytes()]], dtype=object)
+    frames = np.random.default_rng(0).integers(0, 256, (1, 6, 64, 80, 3), dtype=np.uint8)
+    errors: list[str] = []
+    done: list[int] = []
+
+    def loop(i: int, n: int) -> None:
+        try:  # each thread its own client, made in that thread (the HTTP client's gevent hub is per thread)
+            c = (
+                grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+                if i % 2 == 0
+                else http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=120)
+            )
+            for k in range(n):
+                out = (
+                    _infer(c, "vtc_video", "video", data, "BYTES")
+                    if k % 2
+                    else _infer(c, "vtc_frames", "frames", frames, "UINT8")
+                )
+                if out["error"][0][0]:
+                    errors.append(str(out["error"][0][0]))
+                done.append(1)
+        except Exception as exc:  # reported by the main thread
+            errors.append(repr(exc))
+
+    def run(n: int) -> None:  # 4 clients (2 gRPC, 2 HTTP), n requests each
+        done.clear()
+        threads = [threading.Thread(target=loop, args=(i, n), daemon=True) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert not errors and len(done) == 4 * n, errors
+
+    run(50)  # warm-up: the allocations of every batch size
+    before = _tree_rss_mb(pid)
+    huge = np.array([[b"\0" * (200 * 2**20)]], dtype=object)
+    with pytest.raises(Exception, match="larger than max"):
+        _infer(gclient, "vtc_video", "video", huge, "BYTES", "huge")
+    with pytest.raises(Exception, match=r"request of 200.0 MB is over the 64 MB limit"):
+        _infer(hclient, "vtc_video", "video", huge, "BYTES", "huge")
+    del huge
+    after_huge = _tree_rss_mb(pid)
+    print(f"\nserver RSS (all processes) {before:.0f} MB -> {after_huge:.0f} MB after two 200 MB uploads")
+    assert after_huge - before < 64
+
+    run(250)  # 1,000 requests
+    after = _tree_rss_mb(pid)
+    print(f"server RSS (all processes) {after_huge:.0f} MB -> {after:.0f} MB after 1,000 requests")
+    assert after < 1.05 * after_huge
+
+
+@pytest.mark.parametrize("taken", ["http", "grpc", "metrics"])
+def test_taken_port_is_a_one_line_error(artifact: Path, taken: str) -> None:
+    ports = dict(zip(("http", "grpc", "metrics"), _free_ports(3), strict=True))
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports[taken]))
+        blocker.listen()
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "vtc_deploy", "serve", "--model", str(artifact)]
+            + [f"--{name}-port={port}" for name, port in ports.items()],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        took = time.monotonic() - start
+    label = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics"}[taken]
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"vtc-deploy: error: {label} port {ports[taken]} on 127.0.0.1 is not available: Address already in use"
+    ), result.stderr
+    assert took < 10

@@ -570,7 +570,21 @@ def bench(
 )
 @click.option("--max-video-mb", type=float, default=64.0, show_default=True, help="Encoded video size limit.")
 @click.option(
+    "--max-request-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=64.0,
+    show_default=True,
+    help="Any request larger than this is refused before it is read.",
+)
+@click.option(
     "--max-frames", type=click.IntRange(1), default=1024, show_default=True, help="Decoded frames per request limit."
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=6.0),
+    default=30.0,
+    show_default=True,
+    help="Seconds from SIGTERM/SIGINT to exit: requests in flight get all but the last 3 s to finish.",
 )
 def serve(
     model_dir: Path | None,
@@ -585,10 +599,13 @@ def serve(
     max_batch: int,
     max_queue: int,
     max_video_mb: float,
+    max_request_mb: float,
     max_frames: int,
+    drain_timeout: float,
 ) -> None:
     """Serve an artifact with Triton Inference Server (PyTriton): models vtc_video (encoded video bytes) and
-    vtc_frames (uint8 frames), HTTP and gRPC, dynamic batching. Stops on Ctrl-C / SIGTERM."""
+    vtc_frames (uint8 frames), HTTP and gRPC, dynamic batching. Ready when /v2/health/ready answers 200; stops on
+    Ctrl-C / SIGTERM, draining requests in flight within --drain-timeout."""
     from vtc_deploy.serve import ServeConfig
     from vtc_deploy.serve import serve as run_server
     from vtc_deploy.zoo import ensure_default_model
@@ -607,7 +624,9 @@ def serve(
             max_batch=max_batch,
             max_queue=max_queue,
             max_video_mb=max_video_mb,
+            max_request_mb=max_request_mb,
             max_frames=max_frames,
+            drain_timeout=drain_timeout,
         ),
     )
 

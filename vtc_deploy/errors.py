@@ -61,3 +61,7 @@ class BackendUnavailable(VtcError):
 
 class DataError(VtcError):
     """A training/evaluation dataset list is invalid (missing files, labels out of range, empty split)."""
+
+
+class ServeError(VtcError):
+    """The server cannot start or run (a port taken, Triton failing to start)."""

@@ -1,8 +1,9 @@
 """``vtc-deploy serve``: an artifact behind a real Triton Inference Server (PyTriton bundles the server), HTTP and
 gRPC, with dynamic batching (torch-free).
 
-Owns: ``ServeConfig``, ``VideoService`` (the PyTriton inference functions) and ``serve``.
-Imports: numpy, vtc_deploy torch-free modules, pytriton lazily (``pip install 'vtc-deploy[serve]'``). Never torch.
+Owns: ``ServeConfig``, ``VideoService`` (the PyTriton inference functions) and ``serve`` (start, readiness, stop).
+Imports: numpy, vtc_deploy torch-free modules, ``vtc_deploy.serve_front``, pytriton lazily
+(``pip install 'vtc-deploy[serve]'``). Never torch.
 
 Models (Triton names), both with dynamic batching and a bounded queue (requests beyond it are rejected by Triton):
 
@@ -12,29 +13,51 @@ Models (Triton names), both with dynamic batching and a bounded queue (requests 
 Outputs of both: ``labels`` BYTES ``[K]``, ``indices`` INT64 ``[K]``, ``probs`` FP32 ``[K]``, ``logits`` FP32 ``[K]``,
 ``embedding`` FP32 ``[D]`` and ``error`` BYTES ``[1]`` (empty when the request succeeded). A bad video (undecodable,
 over the size limit) is answered with its ``error`` and zeros, so that it never fails the other requests batched with
-it; a request of the wrong type or shape is refused by Triton itself. Health and readiness are Triton's own
-``/v2/health/live`` and ``/v2/health/ready``.
+it; errors name the request by the id its client sent. A request of the wrong type or shape is refused by Triton.
+
+Process layout: the public HTTP and gRPC ports belong to this process (``serve_front.Front``: size and shape checks
+before Triton sees a byte, readiness, draining); tritonserver listens on free loopback ports of its own and is
+started with the models already in its repository, so it answers only once they are loaded. This process is a
+child subreaper, so that no Triton process outlives it; SIGTERM and SIGINT drain and stop everything within
+``drain_timeout`` seconds and remove the shared memory and folders the server made.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import shutil
+import signal
 import sysconfig
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vtc_deploy.errors import BackendUnavailable
+from vtc_deploy.errors import BackendUnavailable, ServeError
 from vtc_deploy.pipeline import Classifier, VideoResult
+from vtc_deploy.serve_front import REQUEST_ID_PARAMETER, Front, check_port_free, free_loopback_ports
 from vtc_deploy.video import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("vtc_deploy.serve")
 MODEL_VIDEO = "vtc_video"
 MODEL_FRAMES = "vtc_frames"
+TRIM_EVERY = 16  # batches between returns of freed heap memory to the system
+STOP_RESERVE_S = 3.0  # of the drain timeout, kept for stopping Triton after the requests in flight
+
+
+def _request_name(request: Any, kind: str) -> str:
+    """How errors name a request: by the id its client sent, else by its kind (never its place in a batch)."""
+    parameters = getattr(request, "parameters", None) or {}
+    request_id = parameters.get(REQUEST_ID_PARAMETER)
+    return f"request {str(request_id)!r}" if request_id else f"{kind} request"
 
 
 @dataclass(frozen=True)
@@ -51,8 +74,10 @@ class ServeConfig:
     max_queue_delay_us: int = 2000  # how long a request may wait for others to batch with
     max_queue: int = 64  # requests waiting beyond this are rejected
     max_video_mb: float = 64.0  # encoded video size limit per request
+    max_request_mb: float = 64.0  # any request larger than this is refused before it is read
     max_frames: int = 1024  # decoded frames per request
     workers: int = 2  # decoding threads
+    drain_timeout: float = 30.0  # seconds from SIGTERM/SIGINT to exit; requests in flight get all but STOP_RESERVE_S
 
 
 class VideoService:
@@ -61,6 +86,7 @@ class VideoService:
     def __init__(self, classifier: Classifier, config: ServeConfig) -> None:
         self.classifier = classifier
         self.config = config
+        self.batches = 0
         self.k = min(config.topk, len(classifier.classes))
         self.dim = classifier.spec.model.embed_dim
 
@@ -85,6 +111,9 @@ class VideoService:
 
     def _classify(self, sources: list[Any], names: list[str], errors: list[str | None]) -> list[dict[str, np.ndarray]]:
         todo = [i for i, e in enumerate(errors) if e is None]
+        self.batches += 1
+        if self.batches % TRIM_EVERY == 0:
+            _malloc_trim()
         results = (
             dict(
                 zip(
@@ -112,51 +141,62 @@ class VideoService:
         """``vtc_video``: encoded video bytes per request."""
         limit = int(self.config.max_video_mb * 2**20)
         paths: list[Any] = []
+        names: list[str] = []
         errors: list[str | None] = []
-        tmp = Path(tempfile.mkdtemp(prefix="vtc-serve-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        tmp = Path(tempfile.mkdtemp(prefix=_shm_prefix(), dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
         try:
             for i, request in enumerate(requests):
-                data = bytes(np.asarray(request["video"]).reshape(-1)[0])
-                path = tmp / f"request-{i}"
+                names.append(_request_name(request, "video"))
+                video = np.asarray(request["video"]).reshape(-1)
+                path = tmp / f"video-{i}"
                 paths.append(str(path))
-                if len(data) > limit:
+                if video.size != 1:
+                    errors.append(f"{names[i]}: input 'video' must hold one encoded video, got {video.size}")
+                    continue
+                size = len(video[0])  # checked before the bytes are copied
+                if size > limit:
                     errors.append(
-                        f"request {i}: video is {len(data) / 2**20:.1f} MB, over the "
-                        f"{self.config.max_video_mb:g} MB limit"
+                        f"{names[i]}: video is {size / 2**20:.1f} MB, over the {self.config.max_video_mb:g} MB limit"
                     )
                     continue
-                path.write_bytes(data)
+                path.write_bytes(video[0])
                 errors.append(None)
-            responses = self._classify(paths, [f"request {i}" for i in range(len(requests))], errors)
+            responses = self._classify(paths, names, errors)
         finally:
-            for path in tmp.iterdir():
-                path.unlink()
-            tmp.rmdir()
-        for response in responses:  # name the request, not the temporary file, in errors
+            shutil.rmtree(tmp, ignore_errors=True)
+        for name, path, response in zip(names, paths, responses, strict=True):  # name the request, not the file
             text = response["error"][0, 0].decode()
-            if str(tmp) in text:
-                response["error"][0, 0] = text.replace(str(tmp) + "/", "").encode()
+            if path in text:
+                response["error"][0, 0] = text.replace(path, name).encode()
         return responses
 
     def infer_frames(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
         """``vtc_frames``: decoded RGB frames ``[N, H, W, 3]`` per request."""
         arrays: list[Any] = []
+        names: list[str] = []
         errors: list[str | None] = []
-        for i, request in enumerate(requests):
+        for request in requests:
+            name = _request_name(request, "frames")
+            names.append(name)
             frames = np.asarray(request["frames"])
             frames = frames[0] if frames.ndim == 5 else frames  # [1, N, H, W, 3] with the batch axis
             arrays.append(frames)
             n, h, w = frames.shape[:3] if frames.ndim == 4 else (0, 0, 0)
-            if frames.ndim != 4 or n < 1:
-                errors.append(f"request {i}: frames must be uint8 [N>=1, H, W, 3], got {list(frames.shape)}")
+            if frames.ndim != 4 or min(frames.shape, default=0) < 1:
+                errors.append(f"{name}: frames must be uint8 [N>=1, H>=1, W>=1, 3], got {list(frames.shape)}")
             elif n > self.config.max_frames or h * w > DEFAULT_MAX_PIXELS:
                 errors.append(
-                    f"request {i}: {n} frames of {w}x{h} are over the limit ({self.config.max_frames} "
+                    f"{name}: {n} frames of {w}x{h} are over the limit ({self.config.max_frames} "
                     f"frames, {DEFAULT_MAX_PIXELS} pixels each)"
                 )
             else:
                 errors.append(None)
-        return self._classify(arrays, [f"request {i}" for i in range(len(requests))], errors)
+        return self._classify(arrays, names, errors)
+
+
+def _shm_prefix() -> str:
+    """Prefix of this server's upload folders in /dev/shm (the pid makes leftovers attributable)."""
+    return f"vtc-serve-{os.getpid()}-"
 
 
 def _python_library_path() -> None:
@@ -206,35 +246,207 @@ def bind_models(triton: Any, service: VideoService, config: ServeConfig) -> None
     )
 
 
+def _libc() -> Any:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread of this many-threaded server its own heap arena, and freed memory then stays in them:
+    two arenas keep the resident memory flat over many requests (set before the threads start)."""
+    M_ARENA_MAX = -8  # malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().mallopt(M_ARENA_MAX, 2)
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().malloc_trim(0)
+
+
+def _set_child_subreaper() -> None:
+    """Orphaned descendants (Triton's backend stubs, when tritonserver dies first) become our children, so that
+    ``_stop_descendants`` can find and end them."""
+    PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+    _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def _stop_descendants(deadline: float) -> list[int]:
+    """SIGTERM every descendant still alive, SIGKILL what is left at ``deadline``; returns the pids killed."""
+    pids = _descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        while time.monotonic() < deadline and _descendants(os.getpid()):
+            _reap()
+            time.sleep(0.05)
+        pids = _descendants(os.getpid())
+        if not pids:
+            break
+        deadline = time.monotonic() + 1.0
+    _reap()
+    return pids
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _remove_leftovers(workspace: Path) -> None:
+    """The shared memory and folders of this server (a killed Triton or a request cut off leaves them)."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        for entry in shm.glob(f"{_shm_prefix()}*"):
+            shutil.rmtree(entry, ignore_errors=True)
+        for entry in shm.glob(f"pytrtion{os.getpid()}-*"):  # the Python backend's regions (PyTriton's spelling)
+            entry.unlink(missing_ok=True)
+
+
+class _Stop:
+    """SIGTERM/SIGINT handling: the first signal starts the drain, a second one ends it at once."""
+
+    def __init__(self, drain_timeout: float) -> None:
+        self.event = threading.Event()
+        self.drain_timeout = drain_timeout
+        self.deadline = float("inf")
+        self.signal_name = ""
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        now = time.monotonic()
+        if self.event.is_set():
+            self.deadline = now + STOP_RESERVE_S
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.deadline = now + self.drain_timeout
+        self.event.set()
+
+
 def serve(model_dir: str | Path, config: ServeConfig = ServeConfig()) -> None:
-    """Serve ``model_dir`` until SIGINT/SIGTERM."""
+    """Serve ``model_dir`` until SIGINT/SIGTERM, then drain and stop within ``config.drain_timeout`` seconds."""
     try:
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy
     except ImportError:
         raise BackendUnavailable("serving needs PyTriton: pip install 'vtc-deploy[serve]'") from None
+    if config.drain_timeout < 2 * STOP_RESERVE_S:
+        raise ServeError(f"drain timeout {config.drain_timeout:g} s is too short: at least {2 * STOP_RESERVE_S:g} s")
+    check_port_free(config.host, config.http_port, "HTTP")
+    check_port_free(config.host, config.grpc_port, "gRPC")
+    check_port_free(config.host, config.metrics_port, "metrics")
+    stop = _Stop(config.drain_timeout)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _set_child_subreaper()
+    _limit_malloc_arenas()
+    workspace = Path(tempfile.mkdtemp(prefix=f"vtc-serve-{os.getpid()}-workspace-"))
     classifier = Classifier.load(model_dir, backend=config.backend)
     service = VideoService(classifier, config)
     _python_library_path()
-    triton_config = TritonConfig(
-        http_address=config.host,
+    internal_http, internal_grpc = free_loopback_ports(2)
+    front = Front(
+        host=config.host,
         http_port=config.http_port,
-        grpc_address=config.host,
         grpc_port=config.grpc_port,
-        metrics_port=config.metrics_port,
-        log_verbose=0,
+        upstream_http=internal_http,
+        upstream_grpc=internal_grpc,
+        max_bytes=int(config.max_request_mb * 2**20),
+        max_concurrent=max(64, 2 * config.max_queue + 4 * config.max_batch),
     )
-    with Triton(config=triton_config) as triton:
-        bind_models(triton, service, config)
-        log.info(
-            "serving %s as %s and %s on http://%s:%d and grpc %s:%d (%s)",
-            model_dir,
-            MODEL_VIDEO,
-            MODEL_FRAMES,
-            config.host,
-            config.http_port,
-            config.host,
-            config.grpc_port,
-            classifier.backend.describe(),
+    triton: Any = None
+    try:
+        front.start()
+        triton = Triton(
+            config=TritonConfig(
+                http_address="127.0.0.1",
+                http_port=internal_http,
+                grpc_address="127.0.0.1",
+                grpc_port=internal_grpc,
+                metrics_address=config.host,
+                metrics_port=config.metrics_port,
+                exit_timeout_secs=int(STOP_RESERVE_S),
+                log_verbose=0,
+            ),
+            workspace=workspace / "pytriton",
+            # models written to the repository first, loaded by tritonserver before it opens its ports
+            triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True),
         )
-        triton.serve()
-    classifier.close()
+        bind_models(triton, service, config)
+        _start(triton)
+        if not stop.event.is_set():
+            front.set_ready()
+            log.info(
+                "serving %s as %s and %s on http://%s:%d and grpc %s:%d (%s); ready",
+                model_dir,
+                MODEL_VIDEO,
+                MODEL_FRAMES,
+                config.host,
+                config.http_port,
+                config.host,
+                config.grpc_port,
+                classifier.backend.describe(),
+            )
+        while not stop.event.wait(0.5):
+            if not triton.is_alive():
+                raise ServeError("Triton Inference Server stopped on its own; see its log above")
+        log.info("%s: draining (%d requests in flight)", stop.signal_name, front.in_flight())
+        refused = front.drain(lambda: stop.deadline - STOP_RESERVE_S)
+        log.info("drained: %d requests in flight refused at the deadline", refused)
+    finally:
+        front.state.draining = True
+        _shutdown(triton, stop.deadline if stop.event.is_set() else time.monotonic() + STOP_RESERVE_S)
+        front.close()
+        classifier.close()
+        _remove_leftovers(workspace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped")
+
+
+def _start(triton: Any) -> None:
+    """Start tritonserver with the models and wait until they are loaded. In the main thread: tritonserver gets
+    SIGTERM when the thread that started it ends (PyTriton sets PR_SET_PDEATHSIG)."""
+    try:
+        triton.run()  # bounded by PyTriton's own startup timeouts (120 s for the server, 60 s per model)
+    except Exception as exc:
+        raise ServeError(f"Triton Inference Server did not start: {' '.join(str(exc).split())}") from None
+
+
+def _shutdown(triton: Any, deadline: float) -> None:
+    """Stop Triton (PyTriton stops tritonserver, unloads the models, cleans its workspace) by ``deadline``, then end
+    any process still left below this one."""
+    if triton is not None:
+        thread = threading.Thread(target=triton.stop, name="vtc-triton-stop", daemon=True)
+        thread.start()
+        thread.join(max(0.5, deadline - time.monotonic() - 0.5))
+        if thread.is_alive():
+            log.warning("Triton did not stop by the deadline; killing it")
+            _stop_descendants(time.monotonic() + 0.5)
+            thread.join(2.0)
+    _stop_descendants(time.monotonic() + 1.0)
