@@ -6,8 +6,8 @@
 //   vtc-rules stream <source> <out.raw>                       every frame in order; prints one JSON line per frame
 //   vtc-rules resize <in.raw> <h> <w> <out_h> <out_w> <out.raw>
 //   vtc-rules preprocess <in.raw> <n> <h> <w> <resize> <size> <crops> <out.raw>   [crops, n, size, size, 3]
-//   vtc-rules tokenize [<context_length>]   stdin: texts separated by NUL bytes; stdout: one line of ids per text
-//   vtc-rules clean                         stdin as tokenize; stdout: cleaned texts separated by NUL bytes
+//   vtc-rules tokenize [<context_length>]   stdin: one text per line as hex of its UTF-8; stdout: a line of ids each
+//   vtc-rules clean                         stdin as tokenize; stdout: the cleaned texts, hex of UTF-8, one a line
 // Errors: one line on stderr (the library's message, naming the file), exit status 2.
 #include <cstdio>
 #include <cstdlib>
@@ -67,20 +67,29 @@ std::string info_json(const vtc::rules::VideoInfo& info) {
   return s.str();
 }
 
+// stdin: one text per line, as the hex digits of its UTF-8 bytes (so any text, NUL and newlines included, fits)
 std::vector<std::string> read_texts() {
-  std::string all((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   std::vector<std::string> texts;
-  size_t start = 0;
-  while (start <= all.size()) {
-    const size_t end = all.find('\0', start);
-    if (end == std::string::npos) {
-      if (start < all.size()) texts.push_back(all.substr(start));
-      break;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.size() % 2 != 0) throw Error(Error::Kind::input, "stdin: odd number of hex digits");
+    std::string text;
+    for (size_t i = 0; i < line.size(); i += 2) {
+      text.push_back(static_cast<char>(std::stoi(line.substr(i, 2), nullptr, 16)));
     }
-    texts.push_back(all.substr(start, end - start));
-    start = end + 1;
+    texts.push_back(text);
   }
   return texts;
+}
+
+std::string to_hex(const std::string& s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
 }
 
 int run(std::vector<std::string> args) {
@@ -148,7 +157,7 @@ int run(std::vector<std::string> args) {
     }
   } else if (cmd == "clean" && args.size() == 1) {
     const vtc::rules::Tokenizer tokenizer;
-    for (const auto& text : read_texts()) std::cout << tokenizer.clean(text) << '\0';
+    for (const auto& text : read_texts()) std::cout << to_hex(tokenizer.clean(text)) << "\n";
   } else {
     usage();
   }
