@@ -210,7 +210,8 @@ class Decoder {
     packet_.reset(av_packet_alloc());
     frame_.reset(av_frame_alloc());
     if (!packet_ || !frame_) fail(path_, "out of memory");
-    rotation_ = opts.autorotate ? stream_rotation(stream_) : 0;
+    stored_rotation_ = stream_rotation(stream_);
+    rotation_ = opts.autorotate ? stored_rotation_ : 0;
     const AVRational rate = stream_->avg_frame_rate.num > 0 && stream_->avg_frame_rate.den > 0
                                 ? stream_->avg_frame_rate
                                 : av_guess_frame_rate(fmt_.get(), stream_, nullptr);
@@ -243,7 +244,8 @@ class Decoder {
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
-  int rotation() const { return rotation_; }
+  int rotation() const { return rotation_; }  // clockwise degrees applied to the frames
+  int stored_rotation() const { return stored_rotation_; }  // clockwise degrees the display matrix asks for
   double fps() const { return fps_; }
   double seconds(int64_t ts) const {
     if (ts == AV_NOPTS_VALUE) return std::nan("");
@@ -299,6 +301,7 @@ class Decoder {
   AVStream* stream_ = nullptr;
   int stream_index_ = -1;
   int rotation_ = 0;
+  int stored_rotation_ = 0;
   double fps_ = 0.0;
   int64_t declared_frames_ = 0;
   int64_t max_pixels_ = 0;
@@ -326,9 +329,10 @@ class FileReader final : public VideoReader {
                       " frames but only " + std::to_string(counter.packets()) + " are in the file");
     }
     info_.num_frames = counter.frames_out();
-    info_.rotation = counter.rotation();
+    rotation_cw_ = counter.rotation();
+    info_.rotation = (360 - counter.stored_rotation()) % 360;  // counter-clockwise, as the Python runtime reports it
     info_.fps = counter.fps();
-    const bool swap = info_.rotation == 90 || info_.rotation == 270;
+    const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
     info_.width = swap ? frame_h : frame_w;
     info_.height = swap ? frame_w : frame_h;
   }
@@ -363,12 +367,12 @@ class FileReader final : public VideoReader {
       }
       const int64_t index = position_++;
       if (index != wanted[k]) continue;
-      const bool swap = info_.rotation == 90 || info_.rotation == 270;
+      const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
       if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
         fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
       }
       converter_.convert(f, &rgb, path_);
-      rotate_rgb(rgb.data(), f->height, f->width, info_.rotation, unique_frames.data() + k * frame_bytes);
+      rotate_rgb(rgb.data(), f->height, f->width, rotation_cw_, unique_frames.data() + k * frame_bytes);
       ++k;
     }
     for (size_t i = 0; i < indices.size(); ++i) {
@@ -382,6 +386,7 @@ class FileReader final : public VideoReader {
   DecodeOptions opts_;
   std::unique_ptr<Decoder> decoder_;  // kept open between calls: later frames continue the same decode
   int64_t position_ = 0;              // index of the next frame decoder_ yields
+  int rotation_cw_ = 0;               // clockwise degrees applied to the decoded frames
   RgbConverter converter_;
 };
 

