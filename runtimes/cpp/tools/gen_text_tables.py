@@ -60,7 +60,9 @@ def main() -> None:
     import re
 
     re_digit = re.compile(r"\d")
-    lower = [(cp, chr(cp).lower()) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)]
+    lower = [
+        (cp, chr(cp).lower()) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)
+    ]
     lower = [(cp, s) for cp, s in lower if cp != 0x3A3]  # capital sigma: context-dependent, handled in code
     html5 = sorted(html.entities.html5.items())
     invalid_charrefs = sorted(html._invalid_charrefs.items())  # type: ignore[attr-defined]

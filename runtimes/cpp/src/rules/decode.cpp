@@ -122,14 +122,24 @@ int sws_colorspace(AVColorSpace cs) {
 // Frame -> packed RGB24 with the settings PyAV uses.
 class RgbConverter {
  public:
+  // Debian's FFmpeg 5.1 x86 yuv2rgb converts whole groups of 8 pixels and leaves a narrower tail of each row
+  // unwritten; FFmpeg 8 (PyAV's) converts it. So the conversion runs on a width padded to kPad pixels, reading the
+  // decoder's row padding (or a padded copy of the frame), and the extra columns are dropped: every real pixel is
+  // converted from its own samples, as FFmpeg 8 does.
+  static constexpr int kPad = 16;
+
   void convert(const AVFrame* frame, std::vector<uint8_t>* rgb, const std::string& path) {
     const int w = frame->width, h = frame->height;
+    const int wp = (w + kPad - 1) / kPad * kPad;
     const auto fmt = static_cast<AVPixelFormat>(frame->format);
     const bool full = frame->color_range == AVCOL_RANGE_JPEG;
     const int cs = sws_colorspace(frame->colorspace);
-    if (!ctx_ || w != w_ || h != h_ || fmt != fmt_ || full != full_ || cs != cs_) {
-      ctx_.reset(sws_getContext(w, h, fmt, w, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
-      if (!ctx_) fail(path, std::string("cannot convert pixel format ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") + " to RGB");
+    if (!ctx_ || wp != w_ || h != h_ || fmt != fmt_ || full != full_ || cs != cs_) {
+      ctx_.reset(sws_getContext(wp, h, fmt, wp, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
+      if (!ctx_) {
+        const char* name = av_get_pix_fmt_name(fmt);
+        fail(path, std::string("cannot convert pixel format ") + (name ? name : "?") + " to RGB");
+      }
       int* inv = nullptr;
       int* table = nullptr;
       int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
@@ -140,17 +150,46 @@ class RgbConverter {
         sws_setColorspaceDetails(ctx_.get(), coeffs, full ? 1 : src_range, coeffs, dst_range, brightness, contrast,
                                  saturation);
       }
-      w_ = w, h_ = h, fmt_ = fmt, full_ = full, cs_ = cs;
+      w_ = wp, h_ = h, fmt_ = fmt, full_ = full, cs_ = cs;
     }
-    rgb->resize(static_cast<size_t>(w) * h * 3);
-    uint8_t* dst[4] = {rgb->data(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {w * 3, 0, 0, 0};
-    const int rows = sws_scale(ctx_.get(), frame->data, frame->linesize, 0, h, dst, dst_stride);
+    const uint8_t* const* src = frame->data;
+    const int* src_stride = frame->linesize;
+    bool fits = wp == w;
+    if (!fits) {
+      fits = true;
+      for (int p = 0; p < 4 && frame->data[p] != nullptr; ++p) {
+        const int need = av_image_get_linesize(fmt, wp, p);
+        if (need < 0 || need > frame->linesize[p]) fits = false;
+      }
+    }
+    if (!fits) {  // copy into a frame whose rows are long enough
+      if (!padded_ || padded_->width != wp || padded_->height != h || padded_->format != frame->format) {
+        padded_.reset(av_frame_alloc());
+        if (!padded_) fail(path, "out of memory");
+        padded_->width = wp, padded_->height = h, padded_->format = frame->format;
+        if (av_frame_get_buffer(padded_.get(), 64) < 0) fail(path, "out of memory");
+      }
+      av_image_copy(padded_->data, padded_->linesize, const_cast<const uint8_t**>(frame->data), frame->linesize, fmt,
+                    w, h);
+      src = padded_->data;
+      src_stride = padded_->linesize;
+    }
+    out_.resize(static_cast<size_t>(wp) * 3 * (h + 1));
+    uint8_t* dst[4] = {out_.data(), nullptr, nullptr, nullptr};
+    int dst_stride[4] = {wp * 3, 0, 0, 0};
+    const int rows = sws_scale(ctx_.get(), src, src_stride, 0, h, dst, dst_stride);
     if (rows != h) fail(path, "colour conversion failed (" + av_message(rows < 0 ? rows : AVERROR_UNKNOWN) + ")");
+    rgb->resize(static_cast<size_t>(w) * h * 3);
+    for (int y = 0; y < h; ++y) {
+      std::memcpy(rgb->data() + static_cast<size_t>(y) * w * 3, out_.data() + static_cast<size_t>(y) * wp * 3,
+                  static_cast<size_t>(w) * 3);
+    }
   }
 
  private:
   std::unique_ptr<SwsContext, SwsFree> ctx_;
+  std::unique_ptr<AVFrame, FrameFree> padded_;
+  std::vector<uint8_t> out_;
   int w_ = 0, h_ = 0, cs_ = -1;
   AVPixelFormat fmt_ = AV_PIX_FMT_NONE;
   bool full_ = false;
