@@ -11,8 +11,8 @@ Debian's FFmpeg; the measured max |diff| per file is printed (pytest -s) and bou
 from __future__ import annotations
 
 import importlib.util
-import struct
 import json
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -373,3 +373,117 @@ def test_tokenizer_rejects_invalid_utf8() -> None:
     proc = run_tool("tokenize", stdin=b"ff80\n", check=False)
     assert proc.returncode == 2
     assert "not valid UTF-8" in proc.stderr.decode() and len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------- bad files
+
+
+def _faststart_mp4(path: Path, frames: int = 60) -> Path:
+    import av
+
+    w, h = 160, 120
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(_pattern(i, h, w), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str, list[str]]]:
+    """name -> (path, expected message part, extra tool options)."""
+    import av
+
+    d = tmp_path_factory.mktemp("bad")
+    good = write_video(d / "good.mp4", "libx264", frames=60).read_bytes()
+    fast = _faststart_mp4(d / "fast.mp4").read_bytes()
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 100)
+    (d / "truncated.mp4").write_bytes(good[: len(good) // 2])  # index (moov) at the end: cut off
+    (d / "truncated_faststart.mp4").write_bytes(fast[: len(fast) * 2 // 3])
+    corrupt = bytearray(fast)
+    mid = len(corrupt) // 2
+    corrupt[mid : mid + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (d / "corrupt_midway.mp4").write_bytes(bytes(corrupt))
+    (d / "a directory.mp4").mkdir()
+    with av.open(str(d / "audio.m4a"), "w") as out:
+        audio = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    with av.open(str(d / "no_frames.mkv"), "w") as out:  # a video track without a single packet (audio only)
+        stream = out.add_stream("mpeg4", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    return {
+        "missing": (d / "missing.mp4", "no such file", []),
+        "empty": (d / "empty.mp4", "empty file", []),
+        "directory": (d / "a directory.mp4", "not a regular file", []),
+        "text": (d / "text.mp4", "not a video file", []),
+        "truncated": (d / "truncated.mp4", "not a video file", []),
+        "truncated_faststart": (d / "truncated_faststart.mp4", "truncated or corrupt", []),
+        "corrupt_midway": (d / "corrupt_midway.mp4", "truncated or corrupt", []),
+        "audio_only": (d / "audio.m4a", "no video stream", []),
+        "zero_frames": (d / "no_frames.mkv", "no frames", []),
+        "too_many_pixels": (d / "good.mp4", "exceeds the limit of 10000 pixels", ["--max-pixels=10000"]),
+    }
+
+
+BAD_KINDS = ["missing", "empty", "directory", "text", "truncated", "truncated_faststart", "corrupt_midway",
+             "audio_only", "zero_frames", "too_many_pixels"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_file_is_one_line_error_naming_it(
+    kind: str, bad_files: dict[str, tuple[Path, str, list[str]]], tmp_path: Path
+) -> None:
+    path, expected, options = bad_files[kind]
+    for cmd in (["info", path], ["decode", path, tmp_path / "out.raw", "0", "1"], ["stream", path, tmp_path / "s.raw"]):
+        proc = run_tool(*cmd, *options, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, (kind, cmd[0], proc.returncode, err)  # an error, not a crash (negative = signal)
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"{path}: "), err
+        if cmd[0] != "stream" or kind not in ("truncated_faststart", "corrupt_midway"):
+            assert expected in err, (kind, cmd[0], err)
+    assert not (tmp_path / "out.raw").exists(), "no output may be written for a bad file"
+
+
+def test_frame_index_out_of_range_is_an_error(corpus: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_tool("decode", corpus["h264.mkv"], tmp_path / "out.raw", "0", "40", check=False)
+    assert proc.returncode == 2 and "frame index 40 outside 0..39" in proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------------------------------- streaming
+
+
+def test_stream_file_and_pipe_match_plain_decode(corpus: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("h264.mkv", "rotated90.mp4", "vp9.webm"):
+        path = corpus[name]
+        ref = pyav_frames(path)
+        proc = run_tool("stream", path, tmp_path / "s.raw")
+        meta = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+        assert len(meta) == len(ref), name
+        h, w = meta[0]["height"], meta[0]["width"]
+        got = np.frombuffer((tmp_path / "s.raw").read_bytes(), np.uint8).reshape(len(ref), h, w, 3)
+        assert np.array_equal(got, np.stack(ref)), name
+        assert [m["pts"] for m in meta] == pytest.approx([i / 25 for i in range(len(ref))], abs=1e-3), name
+    # a pipe (stdin, not seekable): Matroska streams without an index
+    proc = subprocess.run(
+        [str(TOOL), "stream", "-", str(tmp_path / "p.raw")],
+        stdin=corpus["h264.mkv"].open("rb"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    ref = np.stack(pyav_frames(corpus["h264.mkv"]))
+    assert np.array_equal(np.frombuffer((tmp_path / "p.raw").read_bytes(), np.uint8).reshape(ref.shape), ref)

@@ -273,7 +273,7 @@ class Decoder {
       if (err == AVERROR_EOF) return nullptr;
       if (err != AVERROR(EAGAIN)) {
         fail(path_, "cannot decode frame " + std::to_string(frames_out_) + " (" + av_message(err) +
-                        "); the file is corrupt");
+                        "); the file is truncated or corrupt");
       }
       if (flushed_) return nullptr;
       feed();
@@ -328,7 +328,7 @@ class Decoder {
     const int err = avcodec_send_packet(codec_.get(), packet);
     if (err < 0 && err != AVERROR_EOF) {
       fail(path_, "cannot decode packet " + std::to_string(packets_) + " (" + av_message(err) +
-                      "); the file is corrupt");
+                      "); the file is truncated or corrupt");
     }
   }
 
@@ -439,7 +439,10 @@ class Stream final : public FrameStream {
 
   bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) override {
     const AVFrame* f = decoder_.next();
-    if (f == nullptr) return false;
+    if (f == nullptr) {
+      if (decoder_.frames_out() == 0) fail(source_, "video has no frames");
+      return false;
+    }
     converter_.convert(f, &tmp_, source_);
     const int r = decoder_.rotation();
     const bool swap = r == 90 || r == 270;
