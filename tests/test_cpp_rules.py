@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import subprocess
 from fractions import Fraction
@@ -27,7 +28,8 @@ from vtc_deploy.spec import InputSpec
 from vtc_deploy.tokenizer import ClipTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "build" / "cpp" / "vtc-rules"
+# VTC_RULES_TOOL=build/cpp-asan/vtc-rules runs the same checks on the AddressSanitizer + UBSan build
+TOOL = Path(os.environ.get("VTC_RULES_TOOL", ROOT / "build" / "cpp" / "vtc-rules"))
 
 pytestmark = pytest.mark.skipif(
     not TOOL.exists(), reason=f"{TOOL} not built (run scripts/build_cpp.sh; scripts/test.sh builds it in CI)"
