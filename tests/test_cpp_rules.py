@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_tool(*args: str | Path, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def run_tool(*args: object, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run([str(TOOL), *map(str, args)], input=stdin, capture_output=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"vtc-rules {' '.join(map(str, args))} failed: {proc.stderr.decode()}")
@@ -61,7 +61,9 @@ def test_resize_matches_pillow_on_random_sizes(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     # up and down in each axis, including both pass orders of Pillow 13 (vertical first iff h-out_h > 2*(w-out_w))
     sizes = [(40, 50, 20, 60), (50, 40, 60, 20), (300, 30, 40, 25), (30, 300, 25, 40), (144, 176, 224, 274)]
-    sizes += [tuple(int(v) for v in rng.integers(2, 160, 4)) for _ in range(40)]
+    for _ in range(40):
+        h, w, oh, ow = (int(v) for v in rng.integers(2, 160, 4))
+        sizes.append((h, w, oh, ow))
     for h, w, oh, ow in sizes:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         got = cpp_resize(img, oh, ow, tmp_path)
@@ -107,7 +109,7 @@ def test_preprocess_bit_identical_random_frames(width: int, height: int, crops: 
     frames = np.random.default_rng(width * 7 + height).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
     for resize, size in [(224, 224), (256, 224)]:
         spec = InputSpec(size=size, resize=resize)
-        want = preprocess_frames(frames, spec, crops)  # type: ignore[arg-type]
+        want = preprocess_frames(frames, spec, 1 if crops == 1 else 3)
         got = cpp_preprocess(frames, resize, size, crops, tmp_path)
         assert np.array_equal(got, want), f"{width}x{height} resize {resize} crops {crops}"
 
@@ -125,10 +127,10 @@ def pyav_frames(path: Path, rotate: bool = True) -> list[np.ndarray]:
     """The definition of frame k: a plain sequential PyAV decode, display rotation applied (counter-clockwise)."""
     import av
 
-    out = []
+    out: list[np.ndarray] = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb: np.ndarray = frame.to_ndarray(format="rgb24")
             angle = int(getattr(frame, "rotation", 0) or 0)
             if rotate and angle % 90 == 0 and angle % 360:
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=(angle // 90) % 4))
@@ -143,7 +145,7 @@ def test_preprocess_bit_identical_real_frames(tmp_path: Path) -> None:
     for path in files:
         frames = np.stack(pyav_frames(path)[:3])
         for crops in (1, 3):
-            want = preprocess_frames(frames, InputSpec(size=224, resize=224), crops)  # type: ignore[arg-type]
+            want = preprocess_frames(frames, InputSpec(size=224, resize=224), 1 if crops == 1 else 3)
             assert np.array_equal(cpp_preprocess(frames, 224, 224, crops, tmp_path), want), path.name
 
 
@@ -177,6 +179,7 @@ def write_video(
         if audio_first:
             audio = out.add_stream("aac", rate=16000)
         video = out.add_stream(codec, rate=Fraction(25, 1), options=options or {})
+        assert isinstance(video, av.video.stream.VideoStream)
         video.width, video.height, video.pix_fmt = w, h, pix_fmt
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(_pattern(i, h, w), format="rgb24")
@@ -188,6 +191,7 @@ def write_video(
             samples = np.zeros((1, 1024 * 30), np.float32)
             aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
             aframe.sample_rate = 16000
+            assert isinstance(audio, av.audio.stream.AudioStream)
             for packet in audio.encode(aframe):
                 out.mux(packet)
             for packet in audio.encode():
