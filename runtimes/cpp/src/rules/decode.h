@@ -1,0 +1,58 @@
+// Video decoding with FFmpeg (libavformat/libavcodec/libswscale), frame-exact in the Python runtime's sense:
+// frame k is the k-th frame of a plain sequential decode in presentation order, and num_frames is the number of
+// frames that decode yields. The display-matrix rotation (90/180/270) is applied by default. Every bad file
+// (missing, empty, directory, not a video, truncated, corrupt part-way, audio-only, zero frames, too many pixels)
+// is an Error whose one-line message names the file. RGB comes from swscale with the settings PyAV's
+// frame.to_ndarray(format="rgb24") uses, so frames match the Python runtime's PyAV decoder.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "error.h"
+
+namespace vtc::rules {
+
+struct DecodeOptions {
+  bool autorotate = true;
+  int64_t max_pixels = 8294400LL * 4;  // 7680x4320 (8K UHD), as vtc_deploy.video.DEFAULT_MAX_PIXELS
+  int threads = 1;                     // decoder threads (0: FFmpeg chooses)
+};
+
+struct VideoInfo {
+  int64_t num_frames = 0;  // frames a plain sequential decode yields
+  int width = 0;           // of the returned frames (after rotation)
+  int height = 0;
+  double fps = 0.0;        // average frame rate from the container (0 when unknown)
+  int rotation = 0;        // clockwise degrees applied to the decoded frames: 0, 90, 180 or 270
+};
+
+class VideoReader {
+ public:
+  // Opens and checks the file; counts its frames with one sequential decode (no colour conversion). Throws Error.
+  static std::unique_ptr<VideoReader> open(const std::string& path, const DecodeOptions& opts = DecodeOptions());
+  const VideoInfo& info() const { return info_; }
+  // Frames at `indices` (any order, repeats allowed, each in 0..num_frames-1): uint8 RGB, row-major
+  // [K, H, W, 3], in the order given. Throws Error.
+  virtual std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) = 0;
+  virtual ~VideoReader();
+
+ protected:
+  VideoInfo info_;
+};
+
+// Sequential source for streaming (files, pipes "-" for stdin, URLs FFmpeg can open): frames in decode order with
+// presentation timestamps in seconds, rotated as VideoReader does.
+class FrameStream {
+ public:
+  static std::unique_ptr<FrameStream> open(const std::string& path_or_url,
+                                           const DecodeOptions& opts = DecodeOptions());
+  // Next frame as uint8 RGB [height, width, 3]; false at the end of the stream. Throws Error.
+  virtual bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) = 0;
+  virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
+  virtual ~FrameStream();
+};
+
+}  // namespace vtc::rules
