@@ -43,6 +43,40 @@ void aggregate_views(const std::vector<float>& logits, const std::vector<float>&
   for (size_t i = 0; i < d; ++i) (*out_embedding)[i] = static_cast<float>(fused[i] / scale);
 }
 
+namespace {
+// numpy's pairwise summation (the float64 add.reduce of a contiguous array: first element, then the rest pairwise)
+double pairwise(const double* a, size_t n) {
+  if (n < 8) {
+    double r = 0.0;
+    for (size_t i = 0; i < n; ++i) r += a[i];
+    return r;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    size_t i = 8;
+    for (; i < n - (n % 8); i += 8) {
+      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    }
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+  }
+  size_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return pairwise(a, n2) + pairwise(a + n2, n - n2);
+}
+
+double numpy_sum(const std::vector<double>& a) {
+  if (a.empty()) return 0.0;
+  double total = a[0];
+  for (size_t start = 1; start < a.size(); start += 8192) {  // numpy reduces in buffers of 8192 elements
+    total += pairwise(a.data() + start, std::min<size_t>(8192, a.size() - start));
+  }
+  return total;
+}
+}  // namespace
+
 std::vector<Prediction> top_predictions(const std::vector<float>& logits, const std::vector<std::string>& names,
                                         int k) {
   // pipeline.softmax + top_predictions
@@ -50,11 +84,8 @@ std::vector<Prediction> top_predictions(const std::vector<float>& logits, const 
   float max = -INFINITY;
   for (float x : logits) max = std::max(max, x);
   std::vector<double> e(c);
-  double sum = 0.0;
-  for (size_t i = 0; i < c; ++i) {
-    e[i] = std::exp(static_cast<double>(logits[i]) - static_cast<double>(max));
-    sum += e[i];
-  }
+  for (size_t i = 0; i < c; ++i) e[i] = std::exp(static_cast<double>(logits[i]) - static_cast<double>(max));
+  const double sum = numpy_sum(e);
   std::vector<size_t> order(c);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return -logits[a] < -logits[b]; });
