@@ -300,7 +300,7 @@ Engine::Prepared Engine::prepare_file(const std::string& path, int clips, int cr
   const auto& m = manifest_;
   rules::DecodeOptions decode;
   auto reader = rules::VideoReader::open(path, decode);
-  const auto& info = reader->info();
+  const rules::VideoInfo info = reader->info();  // a copy: the reader is released before preprocessing
   std::vector<int64_t> indices = sample_indices(m.sampling_rule, info.num_frames, m.frames, clips, m.window);
   std::vector<int64_t> unique(indices);
   std::sort(unique.begin(), unique.end());

@@ -14,7 +14,6 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -111,13 +110,18 @@ struct Reader {
   bool is_null(const json& v) const { return v.is_null(); }
 };
 
-const std::regex& file_name_pattern() {
-  static const std::regex pattern("^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$");
-  return pattern;
+// ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$
+bool plain_file_name(const std::string& name) {
+  auto alnum = [](char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (name.empty() || name.size() > 255 || !alnum(name[0])) return false;
+  for (char c : name) {
+    if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
 }
 
 void check_file_name(const Reader& r, const std::string& name, const std::string& where) {
-  if (!std::regex_match(name, file_name_pattern())) {
+  if (!plain_file_name(name)) {
     r.error(where, "file name '" + name.substr(0, 80) +
                        "' is not allowed (a plain name inside the artifact: [A-Za-z0-9][A-Za-z0-9._-]{0,254})");
   }
