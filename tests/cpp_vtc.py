@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "cpp"
 ASAN_BUILD = REPO / "build" / "cpp-asan"
-LIBVTC = BUILD / "libvtc.so"
+LIBVTC = Path(os.environ.get("VTC_LIBVTC", BUILD / "libvtc.so"))
 VTC_RUN = BUILD / "vtc-run"
 
 OK, ERR_ARGUMENT, ERR_ARTIFACT, ERR_DECODE, ERR_BACKEND, ERR_UNSUPPORTED, ERR_LABELS = 0, 1, 2, 3, 4, 5, 6
