@@ -52,13 +52,17 @@ def emit_map(name: str, items: Iterable[tuple[int, str]]) -> str:
 
 
 def main() -> None:
-    letter = regex.compile(r"\p{L}")
-    number = regex.compile(r"\p{N}")
-    space = regex.compile(r"\s")
+    # the classes as vtc_deploy.tokenizer's pattern uses them: with IGNORECASE, so a character also belongs to a class
+    # when a case variant of it does (U+0345 COMBINING GREEK YPOGEGRAMMENI counts as a letter through iota)
+    letter = regex.compile(r"[\p{L}]", regex.IGNORECASE)
+    number = regex.compile(r"[\p{N}]", regex.IGNORECASE)
+    other = regex.compile(r"[^\s\p{L}\p{N}]", regex.IGNORECASE)
     import re
 
     re_digit = re.compile(r"\d")
-    lower = [(cp, chr(cp).lower()) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)]
+    lower = [
+        (cp, chr(cp).lower()) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp)
+    ]
     lower = [(cp, s) for cp, s in lower if cp != 0x3A3]  # capital sigma: context-dependent, handled in code
     html5 = sorted(html.entities.html5.items())
     invalid_charrefs = sorted(html._invalid_charrefs.items())  # type: ignore[attr-defined]
@@ -74,7 +78,7 @@ def main() -> None:
         f"ftfy {ftfy.__version__}.\n",
         emit_ranges("kLetter", ranges(lambda ch: letter.match(ch) is not None)),
         emit_ranges("kNumber", ranges(lambda ch: number.match(ch) is not None)),
-        emit_ranges("kRegexSpace", ranges(lambda ch: space.match(ch) is not None)),
+        emit_ranges("kOther", ranges(lambda ch: other.match(ch) is not None)),
         emit_ranges("kPySpace", ranges(str.isspace)),
         emit_ranges("kDecimal", ranges(lambda ch: re_digit.match(ch) is not None)),
         emit_map("kLower", lower),

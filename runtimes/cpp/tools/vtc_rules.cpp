@@ -1,7 +1,8 @@
 // vtc-rules: drives the rules components (decoder, resize, preprocessing, tokenizer) through files and
 // stdin/stdout, for tests/test_cpp_rules.py. Raw images are uint8 RGB, row-major, no header.
 //
-//   vtc-rules info <video> [--no-rotate]                      one JSON line: num_frames width height fps rotation
+//   vtc-rules info <video>                                    one JSON line: num_frames width height fps rotation
+// Decoder options anywhere on the line: --no-rotate, --max-pixels=N, --threads=N.
 //   vtc-rules decode <video> <out.raw> <index>... [--no-rotate] frames [K, H, W, 3]; prints the info JSON line
 //   vtc-rules stream <source> <out.raw>                       every frame in order; prints one JSON line per frame
 //   vtc-rules resize <in.raw> <h> <w> <out_h> <out_w> <out.raw>
@@ -98,6 +99,12 @@ int run(std::vector<std::string> args) {
   for (auto it = args.begin(); it != args.end();) {
     if (*it == "--no-rotate") {
       opts.autorotate = false;
+      it = args.erase(it);
+    } else if (it->rfind("--max-pixels=", 0) == 0) {
+      opts.max_pixels = std::stoll(it->substr(13));
+      it = args.erase(it);
+    } else if (it->rfind("--threads=", 0) == 0) {
+      opts.threads = to_int(it->substr(10));
       it = args.erase(it);
     } else {
       ++it;

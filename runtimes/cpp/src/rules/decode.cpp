@@ -122,14 +122,24 @@ int sws_colorspace(AVColorSpace cs) {
 // Frame -> packed RGB24 with the settings PyAV uses.
 class RgbConverter {
  public:
+  // Debian's FFmpeg 5.1 x86 yuv2rgb converts whole groups of 8 pixels and leaves a narrower tail of each row
+  // unwritten; FFmpeg 8 (PyAV's) converts it. So the conversion runs on a width padded to kPad pixels, reading the
+  // decoder's row padding (or a padded copy of the frame), and the extra columns are dropped: every real pixel is
+  // converted from its own samples, as FFmpeg 8 does.
+  static constexpr int kPad = 16;
+
   void convert(const AVFrame* frame, std::vector<uint8_t>* rgb, const std::string& path) {
     const int w = frame->width, h = frame->height;
+    const int wp = (w + kPad - 1) / kPad * kPad;
     const auto fmt = static_cast<AVPixelFormat>(frame->format);
     const bool full = frame->color_range == AVCOL_RANGE_JPEG;
     const int cs = sws_colorspace(frame->colorspace);
-    if (!ctx_ || w != w_ || h != h_ || fmt != fmt_ || full != full_ || cs != cs_) {
-      ctx_.reset(sws_getContext(w, h, fmt, w, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
-      if (!ctx_) fail(path, std::string("cannot convert pixel format ") + (av_get_pix_fmt_name(fmt) ? av_get_pix_fmt_name(fmt) : "?") + " to RGB");
+    if (!ctx_ || wp != w_ || h != h_ || fmt != fmt_ || full != full_ || cs != cs_) {
+      ctx_.reset(sws_getContext(wp, h, fmt, wp, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
+      if (!ctx_) {
+        const char* name = av_get_pix_fmt_name(fmt);
+        fail(path, std::string("cannot convert pixel format ") + (name ? name : "?") + " to RGB");
+      }
       int* inv = nullptr;
       int* table = nullptr;
       int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
@@ -140,17 +150,46 @@ class RgbConverter {
         sws_setColorspaceDetails(ctx_.get(), coeffs, full ? 1 : src_range, coeffs, dst_range, brightness, contrast,
                                  saturation);
       }
-      w_ = w, h_ = h, fmt_ = fmt, full_ = full, cs_ = cs;
+      w_ = wp, h_ = h, fmt_ = fmt, full_ = full, cs_ = cs;
     }
-    rgb->resize(static_cast<size_t>(w) * h * 3);
-    uint8_t* dst[4] = {rgb->data(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {w * 3, 0, 0, 0};
-    const int rows = sws_scale(ctx_.get(), frame->data, frame->linesize, 0, h, dst, dst_stride);
+    const uint8_t* const* src = frame->data;
+    const int* src_stride = frame->linesize;
+    bool fits = wp == w;
+    if (!fits) {
+      fits = true;
+      for (int p = 0; p < 4 && frame->data[p] != nullptr; ++p) {
+        const int need = av_image_get_linesize(fmt, wp, p);
+        if (need < 0 || need > frame->linesize[p]) fits = false;
+      }
+    }
+    if (!fits) {  // copy into a frame whose rows are long enough
+      if (!padded_ || padded_->width != wp || padded_->height != h || padded_->format != frame->format) {
+        padded_.reset(av_frame_alloc());
+        if (!padded_) fail(path, "out of memory");
+        padded_->width = wp, padded_->height = h, padded_->format = frame->format;
+        if (av_frame_get_buffer(padded_.get(), 64) < 0) fail(path, "out of memory");
+      }
+      av_image_copy(padded_->data, padded_->linesize, const_cast<const uint8_t**>(frame->data), frame->linesize, fmt,
+                    w, h);
+      src = padded_->data;
+      src_stride = padded_->linesize;
+    }
+    out_.resize(static_cast<size_t>(wp) * 3 * (h + 1));
+    uint8_t* dst[4] = {out_.data(), nullptr, nullptr, nullptr};
+    int dst_stride[4] = {wp * 3, 0, 0, 0};
+    const int rows = sws_scale(ctx_.get(), src, src_stride, 0, h, dst, dst_stride);
     if (rows != h) fail(path, "colour conversion failed (" + av_message(rows < 0 ? rows : AVERROR_UNKNOWN) + ")");
+    rgb->resize(static_cast<size_t>(w) * h * 3);
+    for (int y = 0; y < h; ++y) {
+      std::memcpy(rgb->data() + static_cast<size_t>(y) * w * 3, out_.data() + static_cast<size_t>(y) * wp * 3,
+                  static_cast<size_t>(w) * 3);
+    }
   }
 
  private:
   std::unique_ptr<SwsContext, SwsFree> ctx_;
+  std::unique_ptr<AVFrame, FrameFree> padded_;
+  std::vector<uint8_t> out_;
   int w_ = 0, h_ = 0, cs_ = -1;
   AVPixelFormat fmt_ = AV_PIX_FMT_NONE;
   bool full_ = false;
@@ -210,7 +249,8 @@ class Decoder {
     packet_.reset(av_packet_alloc());
     frame_.reset(av_frame_alloc());
     if (!packet_ || !frame_) fail(path_, "out of memory");
-    rotation_ = opts.autorotate ? stream_rotation(stream_) : 0;
+    stored_rotation_ = stream_rotation(stream_);
+    rotation_ = opts.autorotate ? stored_rotation_ : 0;
     const AVRational rate = stream_->avg_frame_rate.num > 0 && stream_->avg_frame_rate.den > 0
                                 ? stream_->avg_frame_rate
                                 : av_guess_frame_rate(fmt_.get(), stream_, nullptr);
@@ -233,7 +273,7 @@ class Decoder {
       if (err == AVERROR_EOF) return nullptr;
       if (err != AVERROR(EAGAIN)) {
         fail(path_, "cannot decode frame " + std::to_string(frames_out_) + " (" + av_message(err) +
-                        "); the file is corrupt");
+                        "); the file is truncated or corrupt");
       }
       if (flushed_) return nullptr;
       feed();
@@ -243,7 +283,8 @@ class Decoder {
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
-  int rotation() const { return rotation_; }
+  int rotation() const { return rotation_; }  // clockwise degrees applied to the frames
+  int stored_rotation() const { return stored_rotation_; }  // clockwise degrees the display matrix asks for
   double fps() const { return fps_; }
   double seconds(int64_t ts) const {
     if (ts == AV_NOPTS_VALUE) return std::nan("");
@@ -287,7 +328,7 @@ class Decoder {
     const int err = avcodec_send_packet(codec_.get(), packet);
     if (err < 0 && err != AVERROR_EOF) {
       fail(path_, "cannot decode packet " + std::to_string(packets_) + " (" + av_message(err) +
-                      "); the file is corrupt");
+                      "); the file is truncated or corrupt");
     }
   }
 
@@ -299,6 +340,7 @@ class Decoder {
   AVStream* stream_ = nullptr;
   int stream_index_ = -1;
   int rotation_ = 0;
+  int stored_rotation_ = 0;
   double fps_ = 0.0;
   int64_t declared_frames_ = 0;
   int64_t max_pixels_ = 0;
@@ -326,9 +368,10 @@ class FileReader final : public VideoReader {
                       " frames but only " + std::to_string(counter.packets()) + " are in the file");
     }
     info_.num_frames = counter.frames_out();
-    info_.rotation = counter.rotation();
+    rotation_cw_ = counter.rotation();
+    info_.rotation = (360 - counter.stored_rotation()) % 360;  // counter-clockwise, as the Python runtime reports it
     info_.fps = counter.fps();
-    const bool swap = info_.rotation == 90 || info_.rotation == 270;
+    const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
     info_.width = swap ? frame_h : frame_w;
     info_.height = swap ? frame_w : frame_h;
   }
@@ -363,12 +406,12 @@ class FileReader final : public VideoReader {
       }
       const int64_t index = position_++;
       if (index != wanted[k]) continue;
-      const bool swap = info_.rotation == 90 || info_.rotation == 270;
+      const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
       if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
         fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
       }
       converter_.convert(f, &rgb, path_);
-      rotate_rgb(rgb.data(), f->height, f->width, info_.rotation, unique_frames.data() + k * frame_bytes);
+      rotate_rgb(rgb.data(), f->height, f->width, rotation_cw_, unique_frames.data() + k * frame_bytes);
       ++k;
     }
     for (size_t i = 0; i < indices.size(); ++i) {
@@ -382,6 +425,7 @@ class FileReader final : public VideoReader {
   DecodeOptions opts_;
   std::unique_ptr<Decoder> decoder_;  // kept open between calls: later frames continue the same decode
   int64_t position_ = 0;              // index of the next frame decoder_ yields
+  int rotation_cw_ = 0;               // clockwise degrees applied to the decoded frames
   RgbConverter converter_;
 };
 
@@ -395,7 +439,10 @@ class Stream final : public FrameStream {
 
   bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) override {
     const AVFrame* f = decoder_.next();
-    if (f == nullptr) return false;
+    if (f == nullptr) {
+      if (decoder_.frames_out() == 0) fail(source_, "video has no frames");
+      return false;
+    }
     converter_.convert(f, &tmp_, source_);
     const int r = decoder_.rotation();
     const bool swap = r == 90 || r == 270;

@@ -26,7 +26,8 @@ struct VideoInfo {
   int width = 0;           // of the returned frames (after rotation)
   int height = 0;
   double fps = 0.0;        // average frame rate from the container (0 when unknown)
-  int rotation = 0;        // clockwise degrees applied to the decoded frames: 0, 90, 180 or 270
+  int rotation = 0;        // display rotation found in the file, counter-clockwise degrees (0/90/180/270), as
+                           // vtc_deploy.video reports it; applied to the frames when DecodeOptions.autorotate
 };
 
 class VideoReader {
@@ -49,7 +50,8 @@ class FrameStream {
  public:
   static std::unique_ptr<FrameStream> open(const std::string& path_or_url,
                                            const DecodeOptions& opts = DecodeOptions());
-  // Next frame as uint8 RGB [height, width, 3]; false at the end of the stream. Throws Error.
+  // Next frame as uint8 RGB [height, width, 3]; false at the end of the stream. Throws Error (also when the
+  // stream ends before its first frame: "video has no frames").
   virtual bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) = 0;
   virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
   virtual ~FrameStream();

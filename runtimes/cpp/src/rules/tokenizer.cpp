@@ -53,9 +53,9 @@ bool in_ranges(const CodeRange (&table)[N], uint32_t cp) {
 
 bool is_letter(uint32_t c) { return in_ranges(kLetter, c); }
 bool is_number(uint32_t c) { return in_ranges(kNumber, c); }
-bool is_regex_space(uint32_t c) { return in_ranges(kRegexSpace, c); }
 bool is_py_space(uint32_t c) { return in_ranges(kPySpace, c); }
 bool is_decimal(uint32_t c) { return in_ranges(kDecimal, c); }
+bool is_other(uint32_t c) { return in_ranges(kOther, c); }  // [^\s\p{L}\p{N}]
 
 std::u32string decode_utf8(const std::string& s) {
   std::u32string out;
@@ -454,13 +454,9 @@ std::vector<std::u32string> pre_tokenize(const std::u32string& s) {
         while (pos + len < s.size() && is_letter(s[pos + len])) ++len;
       } else if (is_number(c)) {
         len = 1;
-      } else if (!is_regex_space(c)) {
+      } else if (is_other(c)) {
         len = 1;
-        while (pos + len < s.size()) {
-          const char32_t d = s[pos + len];
-          if (is_regex_space(d) || is_letter(d) || is_number(d)) break;
-          ++len;
-        }
+        while (pos + len < s.size() && is_other(s[pos + len])) ++len;
       }
     }
     if (len) {

