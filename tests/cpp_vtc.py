@@ -50,7 +50,12 @@ class RunOptions(ctypes.Structure):
 
 
 class Prediction(ctypes.Structure):
-    _fields_ = [("index", ctypes.c_int), ("label", ctypes.c_char_p), ("logit", ctypes.c_float), ("prob", ctypes.c_double)]
+    _fields_ = [
+        ("index", ctypes.c_int),
+        ("label", ctypes.c_char_p),
+        ("logit", ctypes.c_float),
+        ("prob", ctypes.c_double),
+    ]
 
 
 class Result(ctypes.Structure):
@@ -115,13 +120,28 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     ),
     "vtc_classify_frames": (
         ctypes.c_int,
-        [P, P, ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.POINTER(RunOptions),
-         ctypes.POINTER(P)],
+        [
+            P,
+            P,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.c_int,
+            ctypes.POINTER(RunOptions),
+            ctypes.POINTER(P),
+        ],
     ),
     "vtc_embed_frames": (
         ctypes.c_int,
-        [P, P, ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.POINTER(RunOptions),
-         ctypes.POINTER(ctypes.c_float), ctypes.c_size_t],
+        [
+            P,
+            P,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.c_int,
+            ctypes.POINTER(RunOptions),
+            ctypes.POINTER(ctypes.c_float),
+            ctypes.c_size_t,
+        ],
     ),
     "vtc_results_free": (None, [P, ctypes.c_size_t]),
     "vtc_set_classes": (
@@ -170,7 +190,9 @@ def to_dict(r: Result) -> dict[str, Any]:
         "video": r.video.decode(),
         "status": r.status,
         "error": r.error.decode() if r.error else None,
-        "topk": [(r.topk[i].index, r.topk[i].label.decode(), r.topk[i].logit, r.topk[i].prob) for i in range(r.num_topk)],
+        "topk": [
+            (r.topk[i].index, r.topk[i].label.decode(), r.topk[i].logit, r.topk[i].prob) for i in range(r.num_topk)
+        ],
         "logits": np.ctypeslib.as_array(r.logits, (r.num_classes,)).copy() if ok else None,
         "embedding": np.ctypeslib.as_array(r.embedding, (r.embed_dim,)).copy() if ok else None,
         "views": r.views,
