@@ -44,8 +44,9 @@ if [ -z "${ONNXRUNTIME_ROOT:-}" ]; then
       echo "== fetching ONNX Runtime 1.29 headers (npm $PKG, 150 MB, once)" >&2
       if command -v npm >/dev/null; then
         (cd "$CACHE" && npm pack --silent com.github.asus4.onnxruntime@0.4.9 >/dev/null)
-      else
-        curl -fsSL -o "$CACHE/$PKG.tgz.part" "https://registry.npmjs.org/com.github.asus4.onnxruntime/-/$PKG.tgz"
+      else  # the registry's tarball URL, what npm itself downloads
+        python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+          "https://registry.npmjs.org/com.github.asus4.onnxruntime/-/$PKG.tgz" "$CACHE/$PKG.tgz.part"
         mv "$CACHE/$PKG.tgz.part" "$CACHE/$PKG.tgz"
       fi
     fi

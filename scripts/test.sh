@@ -11,6 +11,9 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # tensorrt-stubs declares the tensorrt wheel itself as a dependency, which only installs from NVIDIA's index.
 "${PIP[@]}" install --no-deps 'tensorrt-stubs>=10.3'
 
+echo "== C/C++ runtime: build (+ ASan/UBSan build) and ctest" >&2
+scripts/build_cpp.sh --asan --test
+
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2

@@ -105,7 +105,8 @@ class Classifier {
     o.provider_option_values = values.data();
     o.num_provider_options = keys.size();
     o.check_hash = options.check_hash ? 1 : 0;
-    check(vtc_open(artifact_dir.c_str(), &o, &handle_), vtc_last_error());
+    const int status = vtc_open(artifact_dir.c_str(), &o, &handle_);  // (the message is read after the call)
+    check(status, vtc_last_error());
   }
   Classifier(Classifier&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
   Classifier& operator=(Classifier&& other) noexcept {
@@ -205,8 +206,9 @@ class Classifier {
 class Stream {
  public:
   Stream(const Classifier& clf, int window, int stride, int topk = 5, double fps = 0, const std::string& name = "") {
-    check(vtc_stream_open(clf.get(), window, stride, topk, fps, name.empty() ? nullptr : name.c_str(), &handle_),
-          vtc_errmsg(clf.get()));
+    const int status =
+        vtc_stream_open(clf.get(), window, stride, topk, fps, name.empty() ? nullptr : name.c_str(), &handle_);
+    check(status, vtc_errmsg(clf.get()));
   }
   Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
   Stream(const Stream&) = delete;
@@ -217,12 +219,14 @@ class Stream {
   Results push(const uint8_t* rgb, int height, int width, double pts_seconds) {
     vtc_result* r = nullptr;
     size_t n = 0;
-    check(vtc_stream_push(handle_, rgb, height, width, pts_seconds, &r, &n), vtc_stream_errmsg(handle_));
+    const int status = vtc_stream_push(handle_, rgb, height, width, pts_seconds, &r, &n);
+    check(status, vtc_stream_errmsg(handle_));
     return Results(r, n);
   }
   int64_t frames_encoded() const {
     int64_t pushed = 0, encoded = 0;
-    check(vtc_stream_counts(handle_, &pushed, &encoded), vtc_stream_errmsg(handle_));
+    const int status = vtc_stream_counts(handle_, &pushed, &encoded);
+    check(status, vtc_stream_errmsg(handle_));
     return encoded;
   }
 
