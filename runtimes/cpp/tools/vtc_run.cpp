@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -30,7 +31,7 @@ namespace {
 const char* kUsage =
     "usage: vtc-run --model DIR [--json] [--topk K] [--clips N] [--crops 1|3] [--batch B] [--threads N]\n"
     "               [--workers N] [--provider cpu|cuda|tensorrt|auto] [--classes FILE|NAME] [--templates T]...\n"
-    "               [--window W [--stride S]] VIDEO...\n";
+    "               [--window W [--stride S]] [--timing] VIDEO...\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "%svtc-run: error: %s\n", kUsage, message.c_str());
@@ -188,7 +189,7 @@ void print_window(const vtc_result& r, bool as_json) {
 int main(int argc, char** argv) {
   std::string model, classes, window, stride, provider = "cpu";
   std::vector<std::string> templates, inputs;
-  bool as_json = false;
+  bool as_json = false, timing = false;
   vtc::RunOptions run;
   vtc::Options options;
   for (int i = 1; i < argc; ++i) {
@@ -204,6 +205,8 @@ int main(int argc, char** argv) {
       model = value();
     } else if (a == "--json") {
       as_json = true;
+    } else if (a == "--timing") {  // benchmarks: seconds to open the model and to classify, on stderr
+      timing = true;
     } else if (a == "--topk") {
       run.topk = to_int(a, value(), 1);
     } else if (a == "--clips") {
@@ -241,8 +244,20 @@ int main(int argc, char** argv) {
 
   int failed = 0;
   try {
+    const auto t0 = std::chrono::steady_clock::now();
     vtc::Classifier clf(model, options);
     if (!classes.empty()) clf.set_classes_from(classes, templates);
+    const auto t1 = std::chrono::steady_clock::now();
+    struct Report {
+      bool on;
+      std::chrono::steady_clock::time_point t0, t1;
+      ~Report() {
+        if (!on) return;
+        const auto t2 = std::chrono::steady_clock::now();
+        std::fprintf(stderr, "vtc-run: timing: open %.3f s, classify %.3f s\n",
+                     std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+      }
+    } report{timing, t0, t1};
     if (!window.empty()) {
       for (const auto& source : inputs) {
         clf.classify_stream(source, window, stride, run.topk, [&](const vtc_result& r) {
