@@ -144,6 +144,18 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         ],
     ),
     "vtc_results_free": (None, [P, ctypes.c_size_t]),
+    "vtc_sample_indices": (
+        ctypes.c_int,
+        [
+            ctypes.c_char_p,
+            ctypes.c_int64,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.c_size_t,
+        ],
+    ),
     "vtc_set_classes": (
         ctypes.c_int,
         [P, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t],

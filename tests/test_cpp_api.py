@@ -66,6 +66,31 @@ def assert_same(ours: dict[str, Any], ref: Any, tol: float = LOGIT_TOL) -> None:
     assert ours["views"] == ref.views
 
 
+def test_sampling_indices_equal_vtc_deploy_sampling(lib: Any) -> None:
+    import ctypes
+
+    from vtc_deploy.sampling import sample_indices
+
+    checked = 0
+    for rule in ("uniform", "dense"):
+        for n in [*range(1, 40), 63, 64, 65, 100, 127, 128, 129, 250, 256, 300, 1000, 4097, 100_003]:
+            for t in (1, 2, 3, 4, 7, 8, 16, 32):
+                for clips in (1, 2, 3, 4, 5, 10):
+                    for window in (128, 64) if rule == "dense" else (128,):
+                        ref = sample_indices(n, t, rule=rule, clips=clips, window=window).ravel()
+                        out = (ctypes.c_int64 * ref.size)()
+                        status = lib.vtc_sample_indices(rule.encode(), n, t, clips, window, out, ref.size)
+                        assert status == OK, lib.vtc_last_error()
+                        assert list(out) == ref.tolist(), (rule, n, t, clips, window)
+                        checked += 1
+    assert checked > 5000
+    out = (ctypes.c_int64 * 8)()
+    assert lib.vtc_sample_indices(b"uniform", 0, 8, 1, 128, out, 8) == ERR_ARGUMENT
+    assert lib.vtc_last_error() == b"cannot sample from a video with 0 frames"
+    assert lib.vtc_sample_indices(b"random", 10, 8, 1, 128, out, 8) == ERR_ARGUMENT
+    assert lib.vtc_sample_indices(b"uniform", 10, 8, 2, 128, out, 8) == ERR_ARGUMENT  # capacity
+
+
 @pytest.mark.parametrize(("clips", "crops"), [(1, 1), (1, 3), (3, 1), (3, 3)])
 def test_files_match_the_python_runtime(
     clf: Any, py: Any, real_videos: list[Path], make_video: Any, clips: int, crops: int

@@ -131,7 +131,9 @@ def test_asan_ubsan_build_is_clean_on_bad_input(
         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=87",
     }
     items = [str(real_videos[2]), *(str(v) for k, v in bad_files.items() if k != "directory")]
-    proc = vtc_run("--model", str(cpp_artifact), "--json", "--clips", "2", "--crops", "3", *items, binary=binary, env=env)
+    proc = vtc_run(
+        "--model", str(cpp_artifact), "--json", "--clips", "2", "--crops", "3", *items, binary=binary, env=env
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
     got = objects(proc.stdout)

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "ort_session.h"
 #include "rules/error.h"
+#include "sampling.h"
 #include "vtc/vtc.h"
 
 struct vtc_classifier {
@@ -408,6 +409,20 @@ int vtc_embed_frames(vtc_classifier* clf, const void* data, int dtype, const int
     vtc::Result r =
         clf->engine->classify_frames(static_cast<const uint8_t*>(data), n, h, w, run_options(run), "<frames 0>");
     std::memcpy(embedding, r.embedding.data(), d * sizeof(float));
+  });
+}
+
+int vtc_sample_indices(const char* rule, int64_t num_frames, int frames, int clips, int window, int64_t* out,
+                       size_t capacity) {
+  return guard(nullptr, "vtc_sample_indices", [&] {
+    if (rule == nullptr || out == nullptr) argument("vtc_sample_indices: rule/out is NULL");
+    if (frames > 1 << 20 || clips > 1 << 20) argument("vtc_sample_indices: frames and clips must be <= 2^20");
+    const std::vector<int64_t> indices = vtc::sample_indices(rule, num_frames, frames, clips, window);
+    if (capacity < indices.size()) {
+      argument("vtc_sample_indices: capacity " + std::to_string(capacity) + " < clips x frames " +
+               std::to_string(indices.size()));
+    }
+    std::copy(indices.begin(), indices.end(), out);
   });
 }
 

@@ -174,6 +174,12 @@ VTC_API int vtc_classify_files_cb(vtc_classifier* clf, const char* const* paths,
 VTC_API int vtc_embed_frames(vtc_classifier* clf, const void* data, int dtype, const int64_t* shape, int ndim,
                              const vtc_run_options* run, float* embedding, size_t capacity);
 
+/* The Text4Vis test-time frame indices (vtc_deploy.sampling): `rule` "uniform" or "dense", an `num_frames`-frame
+ * video, T = `frames`, `clips` clips, dense `window` (128 in Text4Vis). Writes clips x frames indices (clip-major)
+ * into `out` (caller-owned, `capacity` int64s). For apps that decode only the frames a video needs. */
+VTC_API int vtc_sample_indices(const char* rule, int64_t num_frames, int frames, int clips, int window, int64_t* out,
+                               size_t capacity);
+
 /* Free an array of `n` results returned by this library. NULL is a no-op. */
 VTC_API void vtc_results_free(vtc_result* results, size_t n);
 
