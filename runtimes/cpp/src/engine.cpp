@@ -9,6 +9,9 @@
 #include <numeric>
 #include <set>
 #include <thread>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstdio>
 #include <stdexcept>
 #include <cctype>
@@ -436,6 +439,12 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
         slot.error = paths[i] + ": cannot process video (" + Error::one_line(e.what()) + ")";
       }
       if (slot.status != VTC_OK && slot.error.empty()) slot.error = paths[i] + ": cannot process video";
+#if defined(__GLIBC__)
+      // The decoded frames (tens of MB for HD video) were freed into this thread's malloc arena; glibc keeps such
+      // memory (its mmap threshold adapts upwards), so without a trim the peak RSS grows by about one arena per
+      // decoding thread (measured: 1056 -> ~620 MB on ViT-B/32 with one decoding thread).
+      malloc_trim(0);
+#endif
       slot.ready = true;
       {
         std::lock_guard<std::mutex> lock(mu);

@@ -17,6 +17,9 @@ struct SessionConfig {
   std::string provider = "cpu";
   std::vector<std::pair<std::string, std::string>> provider_options;
   bool spinning = true;
+  // Peak memory: no pre-packed copies of the weights (measured on ViT-B/32 with ONNX Runtime 1.32: peak RSS of a
+  // session 806 -> 617 MB, same speed; the CPU arena stays on: without it glibc's heap grew more than it saved).
+  bool low_memory = true;
   std::string trt_cache_dir;  // default TensorRT engine cache (artifact/engines/ort-trt)
   bool trt_fp16 = false;
 };
