@@ -490,8 +490,8 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
       ++next_emit;
     }
   };
-  auto flush = [&](size_t limit) {
-    while (!buffer.empty() && buffer.size() >= limit) {
+  auto run_batch = [&] {  // one inference call over the first (up to) `batch` buffered views
+    {
       const size_t b = std::min(buffer.size(), static_cast<size_t>(batch));
       std::vector<uint8_t> feed(b * view_bytes);
       for (size_t r = 0; r < b; ++r) {
@@ -520,8 +520,22 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
       emit_ready();
     }
   };
+  auto flush = [&](size_t limit) {
+    while (!buffer.empty() && buffer.size() >= limit) run_batch();
+  };
 
   for (size_t i = 0; i < n; ++i) {
+    // While the next video is still decoding, the views already buffered run (a partial batch) instead of the
+    // inference thread idling: the batch composition changes nothing but the speed.
+    for (;;) {
+      bool ready;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ready = slots[i].ready;
+      }
+      if (ready || buffer.empty()) break;
+      run_batch();
+    }
     Slot slot;
     {
       std::unique_lock<std::mutex> lock(mu);
