@@ -161,3 +161,17 @@ def test_the_readme_c_example_runs(cpp_artifact: Path, real_videos: list[Path]) 
     lines = proc.stdout.splitlines()
     assert proc.returncode == 1 and len(lines) == 2, proc.stdout + proc.stderr
     assert lines[0].startswith(f"{real_videos[0]}\t") and lines[1].startswith("/no/such.mp4\terror\t")
+
+
+def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_files: dict[str, Path]) -> None:
+    """A file that fails part-way gives the same windows as vtc-deploy run up to the failure, then an error object;
+    one that cannot be opened gives one error object."""
+    for name in ("corrupt", "truncated_faststart", "no_video", "text", "missing"):
+        common = ["--model", str(cpp_artifact), "--json", "--window", "8"]
+        ours = vtc_run(*common, str(bad_files[name]))
+        theirs = run_cli("run", *common, str(bad_files[name]))
+        assert ours.returncode == theirs.returncode == 1, (name, ours.stderr)
+        got, ref = objects(ours.stdout), objects(theirs.stdout)
+        assert [o["window"] for o in got] == [o["window"] for o in ref], name
+        assert got[-1]["error"] and str(bad_files[name]) in got[-1]["error"] and got[-1]["topk"] == []
+        assert_same_objects(got, ref)
