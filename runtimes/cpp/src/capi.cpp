@@ -21,7 +21,7 @@ struct vtc_classifier {
   std::unique_ptr<vtc::Engine> engine;
   std::string provider;
   std::string input_kind, sampling, precision, architecture;
-  std::shared_ptr<const vtc::ClassSet> pinned;  // keeps vtc_class_name's strings alive until the next call
+  std::vector<std::shared_ptr<const vtc::ClassSet>> pinned;  // every class set a label was lent from, until close
   std::mutex mutex;
 };
 
@@ -304,7 +304,7 @@ int vtc_class_name(vtc_classifier* clf, size_t index, const char** label) {
                std::to_string(classes->names.size()) + " classes)");
     }
     std::lock_guard<std::mutex> lock(clf->mutex);
-    if (clf->pinned != classes) clf->pinned = classes;
+    if (clf->pinned.empty() || clf->pinned.back() != classes) clf->pinned.push_back(classes);
     *label = classes->names[index].c_str();
   });
 }

@@ -142,7 +142,8 @@ VTC_API int vtc_close(vtc_classifier* clf);
 
 /* Manifest facts into *info (caller-owned struct; strings borrowed until vtc_close). */
 VTC_API int vtc_get_info(vtc_classifier* clf, vtc_info* info);
-/* The name of class `index` (current classes). *label is borrowed until vtc_close or the next vtc_set_classes. */
+/* The name of class `index` of the current classes. *label is borrowed until vtc_close (also across
+ * vtc_set_classes). */
 VTC_API int vtc_class_name(vtc_classifier* clf, size_t index, const char** label);
 /* The manifest as JSON text. *json is borrowed until vtc_close. */
 VTC_API int vtc_manifest_json(vtc_classifier* clf, const char** json);
