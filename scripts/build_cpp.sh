@@ -100,6 +100,6 @@ if [ "$TEST" = 1 ]; then
   (cd build/cpp && ctest --output-on-failure)
   if [ "$ASAN" = 1 ]; then
     ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$ROOT/runtimes/cpp/tests/lsan.supp \
-      UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/cpp-asan/vtc_core_tests
+      UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/cpp-asan/vtc_core_tests --gtest_brief=1
   fi
 fi

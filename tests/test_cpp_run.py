@@ -175,3 +175,42 @@ def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_f
         assert [o["window"] for o in got] == [o["window"] for o in ref], name
         assert got[-1]["error"] and str(bad_files[name]) in got[-1]["error"] and got[-1]["topk"] == []
         assert_same_objects(got, ref)
+
+
+def test_cpp_header_stream_loop_equals_python_streaming(cpp_artifact: Path, tmp_path: Path) -> None:
+    """Frames from the app's own decoder pushed through vtc::Stream (C++ header) give the windows of
+    vtc_deploy.streaming on the same frames, each needed frame encoded once."""
+    import numpy as np
+
+    from tests.conftest import moving_square
+    from vtc_deploy.artifact import Artifact
+    from vtc_deploy.streaming import StreamClassifier
+
+    frames = moving_square(45, 150, 210, seed=3)  # [N, H, W, 3]
+    raw = tmp_path / "frames.rgb"
+    raw.write_bytes(frames.tobytes())
+
+    class Frames:  # a StreamSource over frames in memory
+        name, live, fps, declared_frames, frames_read = "raw", False, 25.0, 0, 0
+
+        def frames(self) -> Any:
+            yield from enumerate(frames)
+
+    for window, stride in ((8, 3), (12, 12)):
+        runner = StreamClassifier(Artifact.open(cpp_artifact), batch=16)
+        refs = list(runner.run(Frames(), window=window, stride=stride))  # type: ignore[arg-type]
+        proc = subprocess.run(
+            [str(BUILD / "vtc_stream_example"), str(cpp_artifact), str(raw), *map(str, frames.shape[:3]),
+             str(window), str(stride), "25"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        *windows, counts = objects(proc.stdout)
+        assert len(windows) == len(refs) > 0
+        for got, ref in zip(windows, refs, strict=True):
+            assert (got["start"], got["end"]) == (ref.start, ref.end)
+            assert got["start_pts"] == pytest.approx(ref.start / 25.0, abs=1e-6)
+            assert got["end_pts"] == pytest.approx((ref.end - 1) / 25.0, abs=1e-6)
+            assert got["topk"] == [p.index for p in ref.topk]
+            np.testing.assert_allclose(got["logits"], ref.logits, rtol=0, atol=LOGIT_TOL)
+        assert counts["encoded"] == runner.frames_encoded
