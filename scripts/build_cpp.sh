@@ -50,6 +50,12 @@ if [ -z "${ONNXRUNTIME_ROOT:-}" ]; then
         mv "$CACHE/$PKG.tgz.part" "$CACHE/$PKG.tgz"
       fi
     fi
+    # the package's shasum as the registry publishes it
+    if ! echo "3659f34012db8208ffb7f67d704204cb08792fed  $CACHE/$PKG.tgz" | sha1sum -c --status; then
+      rm -f "$CACHE/$PKG.tgz"
+      echo "build_cpp.sh: $PKG.tgz does not match the registry's shasum (removed; run again)" >&2
+      exit 1
+    fi
     tmp=$(mktemp -d)
     tar -xzf "$CACHE/$PKG.tgz" -C "$tmp" package/Plugins/Android/onnxruntime.aar package/Plugins/Linux/x64
     mkdir -p "$tmp/out/include" "$tmp/out/lib"
