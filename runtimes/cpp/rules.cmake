@@ -1,6 +1,8 @@
 # The "rules" half of libvtc (issue 14): FFmpeg decoding, Pillow-identical resize + Text4Vis preprocessing, the CLIP
 # BPE tokenizer. Included by the top-level CMakeLists.txt (which links `vtc_rules` into libvtc).
-# Defines: vtc_rules (static, PIC), vtc-rules (test tool for tests/test_cpp_rules.py), gtest executables (ctest).
+# Defines: vtc_rules (static, PIC), vtc-rules (test tool for tests/test_cpp_rules.py), vtc_rules_tests (gtest, ctest).
+# Both vtc-rules and vtc_rules_tests belong in the ASan+UBSan build too: ctest there, and
+#   VTC_RULES_TOOL=build/cpp-asan/vtc-rules pytest tests/test_cpp_rules.py   (all checks pass under the sanitizers).
 # Debian packages: cmake g++ pkg-config libavformat-dev libavcodec-dev libswscale-dev libavutil-dev zlib1g-dev
 # libicu-dev libgtest-dev.
 
@@ -55,6 +57,5 @@ if(BUILD_TESTING)
   endif()
   # the decoder tests write their own small videos with FFmpeg (libavcodec's mpeg4/mjpeg encoders) into a temp dir
   include(GoogleTest)
-  gtest_discover_tests(vtc_rules_tests DISCOVERY_TIMEOUT 60
-                       PROPERTIES ENVIRONMENT "VTC_REPO_ROOT=${VTC_REPO_ROOT}")
+  gtest_discover_tests(vtc_rules_tests DISCOVERY_TIMEOUT 60)
 endif()
