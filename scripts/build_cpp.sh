@@ -99,13 +99,15 @@ if [ "$ASAN" = 1 ]; then
     cmake -S runtimes/cpp -B build/cpp-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug -DVTC_SANITIZE=ON \
       -DCMAKE_CXX_FLAGS=-O1 -DONNXRUNTIME_ROOT="$ONNXRUNTIME_ROOT" >/dev/null
   fi
-  echo "== building build/cpp-asan (ASan + UBSan: libvtc.so, vtc-run, core tests)" >&2
-  cmake --build build/cpp-asan -j "$JOBS" --target vtc vtc-run vtc_core_tests
+  echo "== building build/cpp-asan (ASan + UBSan: libvtc.so, vtc-run, vtc-rules and their tests)" >&2
+  cmake --build build/cpp-asan -j "$JOBS" --target vtc vtc-run vtc_core_tests vtc-rules vtc_rules_tests
 fi
 if [ "$TEST" = 1 ]; then
   (cd build/cpp && ctest --output-on-failure)
   if [ "$ASAN" = 1 ]; then
     ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$ROOT/runtimes/cpp/tests/lsan.supp \
       UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/cpp-asan/vtc_core_tests --gtest_brief=1
+    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$ROOT/runtimes/cpp/tests/lsan.supp \
+      UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 VTC_REPO_ROOT=$ROOT build/cpp-asan/vtc_rules_tests --gtest_brief=1
   fi
 fi

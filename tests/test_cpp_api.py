@@ -284,6 +284,9 @@ def test_unavailable_provider_is_a_backend_error(lib: Any, cpp_artifact: Path) -
     with pytest.raises(VtcCError, match="provider 'cuda' .* is not in this build") as err:
         Classifier(lib, cpp_artifact, provider="cuda")
     assert err.value.status == ERR_BACKEND
+    with pytest.raises(VtcCError, match="provider 'tensorrt' .* is not in this build") as err:
+        Classifier(lib, cpp_artifact, provider="tensorrt")
+    Classifier(lib, cpp_artifact, provider="auto").close()  # the CPU wheel: auto falls back to the CPU provider
     with pytest.raises(VtcCError, match="provider must be one of cpu, cuda, tensorrt, auto") as err:
         Classifier(lib, cpp_artifact, provider="tpu")
     assert err.value.status == ERR_ARGUMENT
