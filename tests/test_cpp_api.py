@@ -425,6 +425,8 @@ def test_stream_push_equals_python_streaming(
     source.close()
     pushed, encoded = ctypes.c_int64(), ctypes.c_int64()
     assert lib.vtc_stream_counts(stream, ctypes.byref(pushed), ctypes.byref(encoded)) == OK
+    assert lib.vtc_close(clf.handle) == ERR_ARGUMENT  # a stream is still open: nothing is closed
+    assert b"1 stream(s) still open" in lib.vtc_errmsg(clf.handle)
     lib.vtc_stream_close(stream)
     assert len(got) == len(refs) > 0
     for g, r in zip(got, refs, strict=True):

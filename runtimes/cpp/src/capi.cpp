@@ -1,6 +1,7 @@
 // The C API (vtc.h): argument checks, the exception boundary (every entry point catches everything), per-thread
 // error messages, and results as C structs owned by one allocation that vtc_results_free releases.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,7 @@ struct vtc_classifier {
   std::string input_kind, sampling, precision, architecture;
   std::vector<std::shared_ptr<const vtc::ClassSet>> pinned;  // every class set a label was lent from, until close
   std::mutex mutex;
+  std::atomic<int> open_streams{0};
 };
 
 struct vtc_stream {
@@ -263,6 +265,11 @@ int vtc_open(const char* artifact_dir, const vtc_options* opts, vtc_classifier**
 
 int vtc_close(vtc_classifier* clf) {
   if (clf == nullptr) return VTC_OK;
+  if (const int open = clf->open_streams.load(); open > 0) {  // as sqlite3_close with unfinalized statements
+    return set_error(clf, VTC_ERR_ARGUMENT,
+                     ("vtc_close: " + std::to_string(open) + " stream(s) still open; vtc_stream_close them first")
+                         .c_str());
+  }
   t_handle_errors.erase(clf);
   delete clf;
   return VTC_OK;
@@ -482,6 +489,7 @@ int vtc_stream_open(vtc_classifier* clf, int window, int stride, int topk, doubl
     s->owner = clf;
     s->session = std::make_unique<vtc::StreamSession>(clf->engine.get(), window, stride, topk, fps,
                                                       name != nullptr ? name : "<stream>");
+    ++clf->open_streams;
     *out = s.release();
   });
 }
@@ -515,6 +523,7 @@ int vtc_stream_counts(vtc_stream* stream, int64_t* frames_pushed, int64_t* frame
 int vtc_stream_close(vtc_stream* stream) {
   if (stream == nullptr) return VTC_OK;
   t_handle_errors.erase(stream);
+  --stream->owner->open_streams;
   delete stream;
   return VTC_OK;
 }

@@ -137,7 +137,8 @@ VTC_API void vtc_run_options_init(vtc_run_options* opts);
 /* Open the artifact directory written by `vtc-deploy export`. `opts` may be NULL (defaults). On success *out is a
  * new handle: caller frees with vtc_close. On failure *out is NULL and vtc_last_error() says why. */
 VTC_API int vtc_open(const char* artifact_dir, const vtc_options* opts, vtc_classifier** out);
-/* Release the handle and everything it owns (results already returned stay valid). NULL is a no-op. */
+/* Release the handle and everything it owns (results already returned stay valid). NULL is a no-op. With streams
+ * of this classifier still open it returns VTC_ERR_ARGUMENT and closes nothing (close the streams first). */
 VTC_API int vtc_close(vtc_classifier* clf);
 
 /* Manifest facts into *info (caller-owned struct; strings borrowed until vtc_close). */
