@@ -24,6 +24,9 @@ if [ "$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null 2>&1; then
     fi
 fi
 
+echo "== C/C++ runtime: build (+ ASan/UBSan build) and ctest" >&2
+scripts/build_cpp.sh --asan --test
+
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2

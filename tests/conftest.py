@@ -249,3 +249,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert len(errors) == 1, proc.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="session")
+def cpp_artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
+    """The tiny transformer-head artifact (T=4, HMDB-51) with text.onnx and the streaming graphs, for the C/C++
+    runtime's tests (tests/test_cpp_*.py)."""
+    from vtc_deploy.export import export_artifact
+
+    out = tmp_path_factory.mktemp("cpp") / "model"
+    export_artifact(str(ours_ckpt), out=out, streaming=True, verify=False)
+    return out

@@ -1,0 +1,216 @@
+"""vtc-run (the C++ command-line tool) against ``vtc-deploy run --json`` in subprocesses: the same objects for the
+real videos at clips 1/3 x crops 1/3, for streaming windows and for a class swap; the bad-file set gives per-file
+error objects and exit 1 without a crash, also in the ASan + UBSan build; the README's C example runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.cpp_vtc import ASAN_BUILD, BUILD, REPO, VTC_RUN, require_build
+
+LOGIT_TOL = 1e-4
+
+
+def vtc_run(*args: str, binary: Path = VTC_RUN, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def objects(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def assert_same_objects(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], tol: float = LOGIT_TOL) -> float:
+    """Same keys in the same order, same videos/windows/errors, same top-k; logits within tol. Returns max |dlogit|."""
+    assert len(ours) == len(theirs) > 0
+    worst = 0.0
+    for o, t in zip(ours, theirs, strict=True):
+        assert list(o) == list(t)  # key order too: the objects print identically
+        assert o["video"] == t["video"]
+        assert o.get("window") == t.get("window")
+        assert (o["error"] is None) == (t["error"] is None), (o, t)
+        assert [(p["index"], p["label"]) for p in o["topk"]] == [(p["index"], p["label"]) for p in t["topk"]]
+        for p, q in zip(o["topk"], t["topk"], strict=True):
+            assert list(p) == list(q)
+            assert abs(p["logit"] - q["logit"]) <= tol
+            assert abs(p["prob"] - q["prob"]) <= 1e-5
+            worst = max(worst, abs(p["logit"] - q["logit"]))
+    return worst
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built() -> None:
+    require_build()
+
+
+@pytest.mark.parametrize(("clips", "crops"), [(1, 1), (1, 3), (3, 1), (3, 3)])
+def test_json_equals_vtc_deploy_run(cpp_artifact: Path, real_videos: list[Path], clips: int, crops: int) -> None:
+    videos = [str(v) for v in real_videos]
+    common = ["--model", str(cpp_artifact), "--json", "--clips", str(clips), "--crops", str(crops), "--batch", "3"]
+    ours = vtc_run(*common, "--threads", "2", *videos)
+    theirs = run_cli("run", *common, "--backend", "onnxruntime", "--threads", "2", *videos)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    worst = assert_same_objects(objects(ours.stdout), objects(theirs.stdout))
+    print(f"clips={clips} crops={crops}: max |dlogit| {worst:.2e}")
+
+
+def test_bad_files_give_error_objects_and_exit_1(
+    cpp_artifact: Path, bad_files: dict[str, Path], real_videos: list[Path]
+) -> None:
+    bad = {k: v for k, v in bad_files.items() if k != "directory"}  # a directory argument is a list of videos
+    items = [str(real_videos[2]), *map(str, bad.values()), str(real_videos[3])]
+    ours = vtc_run("--model", str(cpp_artifact), "--json", *items)
+    theirs = run_cli("run", "--model", str(cpp_artifact), "--json", "--backend", "onnxruntime", *items)
+    assert ours.returncode == theirs.returncode == 1, ours.stderr
+    got = objects(ours.stdout)
+    assert_same_objects(got, objects(theirs.stdout))
+    for obj, path in zip(got[1:-1], bad.values(), strict=True):
+        assert obj["topk"] == [] and str(path) in obj["error"] and "\n" not in obj["error"]
+    assert f"{len(bad)} of {len(items)} videos failed" in ours.stderr
+    empty_dir = vtc_run("--model", str(cpp_artifact), "--json", str(bad_files["directory"]))
+    assert empty_dir.returncode == 1 and "no video files in the directory" in empty_dir.stderr
+
+
+@pytest.mark.parametrize(("window", "stride"), [("8", "3"), ("1s", "0.5s")])
+def test_windows_equal_vtc_deploy_run(cpp_artifact: Path, real_videos: list[Path], window: str, stride: str) -> None:
+    videos = [str(real_videos[1]), str(real_videos[2])]  # 132 frames at 25 fps, 120 at 29.97
+    common = ["--model", str(cpp_artifact), "--json", "--window", window, "--stride", stride]
+    ours = vtc_run(*common, *videos)
+    theirs = run_cli("run", *common, *videos)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert_same_objects(objects(ours.stdout), objects(theirs.stdout))
+
+
+def test_class_swap_equals_vtc_deploy_run_classes(cpp_artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
+    labels = tmp_path / "mine.csv"
+    labels.write_text('id,name\n0,riding a bike\n1,"cooking, badly"\n2,waving 👋\n', encoding="utf-8")
+    for classes in (str(labels), "ucf101"):
+        common = ["--model", str(cpp_artifact), "--json", "--classes", classes, "--templates", "a clip of {}"]
+        ours = vtc_run(*common, str(real_videos[0]))
+        theirs = run_cli("run", *common, "--backend", "onnxruntime", str(real_videos[0]))
+        assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+        assert_same_objects(objects(ours.stdout), objects(theirs.stdout), tol=1e-5)
+
+
+def test_usage_and_artifact_errors_are_one_line(cpp_artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
+    proc = vtc_run(str(real_videos[0]))
+    assert proc.returncode == 2 and "missing option '--model'" in proc.stderr
+    proc = vtc_run("--model", str(cpp_artifact), "--crops", "2", str(real_videos[0]))
+    assert proc.returncode == 2 and "--crops" in proc.stderr
+    proc = vtc_run("--model", str(tmp_path / "nope"), str(real_videos[0]))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == f"vtc-run: error: {tmp_path / 'nope'}: no such artifact directory"
+    proc = vtc_run("--model", str(cpp_artifact), "--classes", str(tmp_path / "none.csv"), str(real_videos[0]))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and "class list not found" in proc.stderr
+
+
+def test_asan_ubsan_build_is_clean_on_bad_input(
+    cpp_artifact: Path, bad_files: dict[str, Path], real_videos: list[Path], tmp_path: Path
+) -> None:
+    """The sanitizer build of vtc-run on the bad-file set, a good video and a stream window run; and the core tests
+    (NULL handles, wrong shapes, corrupt manifests) under the sanitizers."""
+    binary = ASAN_BUILD / "vtc-run"
+    if not binary.is_file():
+        pytest.fail(f"{binary} not built: scripts/build_cpp.sh --asan (scripts/test.sh does)")
+    env = {
+        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
+        "LSAN_OPTIONS": f"suppressions={REPO / 'runtimes/cpp/tests/lsan.supp'}",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=87",
+    }
+    items = [str(real_videos[2]), *(str(v) for k, v in bad_files.items() if k != "directory")]
+    proc = vtc_run(
+        "--model", str(cpp_artifact), "--json", "--clips", "2", "--crops", "3", *items, binary=binary, env=env
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
+    got = objects(proc.stdout)
+    assert got[0]["error"] is None and all(o["error"] for o in got[1:])
+    proc = vtc_run("--model", str(cpp_artifact), "--json", "--window", "8", str(real_videos[2]), binary=binary, env=env)
+    assert proc.returncode == 0 and "Sanitizer" not in proc.stderr, proc.stderr[-3000:]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"schema_version": 1, "frames": [')
+    proc = vtc_run("--model", str(broken), str(real_videos[2]), binary=binary, env=env)
+    assert proc.returncode == 1 and "not valid JSON" in proc.stderr and "Sanitizer" not in proc.stderr
+    tests = subprocess.run(
+        [str(ASAN_BUILD / "vtc_core_tests")], capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+
+
+def test_the_readme_c_example_runs(cpp_artifact: Path, real_videos: list[Path]) -> None:
+    proc = subprocess.run(
+        [str(BUILD / "vtc_c_example"), str(cpp_artifact), str(real_videos[0]), "/no/such.mp4"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1 and len(lines) == 2, proc.stdout + proc.stderr
+    assert lines[0].startswith(f"{real_videos[0]}\t") and lines[1].startswith("/no/such.mp4\terror\t")
+
+
+def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_files: dict[str, Path]) -> None:
+    """A file that fails part-way gives the same windows as vtc-deploy run up to the failure, then an error object;
+    one that cannot be opened gives one error object."""
+    for name in ("corrupt", "truncated_faststart", "no_video", "text", "missing"):
+        common = ["--model", str(cpp_artifact), "--json", "--window", "8"]
+        ours = vtc_run(*common, str(bad_files[name]))
+        theirs = run_cli("run", *common, str(bad_files[name]))
+        assert ours.returncode == theirs.returncode == 1, (name, ours.stderr)
+        got, ref = objects(ours.stdout), objects(theirs.stdout)
+        assert [o["window"] for o in got] == [o["window"] for o in ref], name
+        assert got[-1]["error"] and str(bad_files[name]) in got[-1]["error"] and got[-1]["topk"] == []
+        assert_same_objects(got, ref)
+
+
+def test_cpp_header_stream_loop_equals_python_streaming(cpp_artifact: Path, tmp_path: Path) -> None:
+    """Frames from the app's own decoder pushed through vtc::Stream (C++ header) give the windows of
+    vtc_deploy.streaming on the same frames, each needed frame encoded once."""
+    import numpy as np
+
+    from tests.conftest import moving_square
+    from vtc_deploy.artifact import Artifact
+    from vtc_deploy.streaming import StreamClassifier
+
+    frames = moving_square(45, 150, 210, seed=3)  # [N, H, W, 3]
+    raw = tmp_path / "frames.rgb"
+    raw.write_bytes(frames.tobytes())
+
+    class Frames:  # a StreamSource over frames in memory
+        name, live, fps, declared_frames, frames_read = "raw", False, 25.0, 0, 0
+
+        def frames(self) -> Any:
+            yield from enumerate(frames)
+
+    for window, stride in ((8, 3), (12, 12)):
+        runner = StreamClassifier(Artifact.open(cpp_artifact), batch=16)
+        refs = list(runner.run(Frames(), window=window, stride=stride))  # type: ignore[arg-type]
+        proc = subprocess.run(
+            [str(BUILD / "vtc_stream_example"), str(cpp_artifact), str(raw), *map(str, frames.shape[:3]),
+             str(window), str(stride), "25"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        *windows, counts = objects(proc.stdout)
+        assert len(windows) == len(refs) > 0
+        for got, ref in zip(windows, refs, strict=True):
+            assert (got["start"], got["end"]) == (ref.start, ref.end)
+            assert got["start_pts"] == pytest.approx(ref.start / 25.0, abs=1e-6)
+            assert got["end_pts"] == pytest.approx((ref.end - 1) / 25.0, abs=1e-6)
+            assert got["topk"] == [p.index for p in ref.topk]
+            np.testing.assert_allclose(got["logits"], ref.logits, rtol=0, atol=LOGIT_TOL)
+        assert counts["encoded"] == runner.frames_encoded
