@@ -463,16 +463,16 @@ Manifest parse_manifest(const std::string& text, const std::string& where) {
     const json& q = data["quantization"];
     r.keys(q, "manifest.quantization",
            {"scheme", "scope", "fp16_ops", "int8_ops", "activations", "per_channel", "calibration",
-            "calibration_videos", "calibration_samples", "nodes"},
+            "calibration_videos", "calibration_samples", "nodes", "form", "weight_bits"},
            {"scheme"});
-    for (const char* k : {"scheme", "scope", "activations", "calibration"}) {
+    for (const char* k : {"scheme", "scope", "activations", "calibration", "form"}) {
       if (q.contains(k)) r.str(q[k], std::string("manifest.quantization.") + k);
     }
     for (const char* k : {"fp16_ops", "int8_ops"}) {
       if (q.contains(k)) r.str_list(q[k], std::string("manifest.quantization.") + k);
     }
     if (q.contains("per_channel")) r.boolean(q["per_channel"], "manifest.quantization.per_channel");
-    for (const char* k : {"calibration_videos", "calibration_samples", "nodes"}) {
+    for (const char* k : {"calibration_videos", "calibration_samples", "nodes", "weight_bits"}) {
       if (q.contains(k)) r.integer(q[k], std::string("manifest.quantization.") + k);
     }
   }
@@ -515,7 +515,7 @@ Manifest parse_manifest(const std::string& text, const std::string& where) {
     const json& p = data["parity"];
     r.keys(p, "manifest.parity",
            {"passed", "precision", "max_abs_logit", "min_cosine", "top1_agreement", "top5_agreement", "max_kl",
-            "samples", "videos", "thresholds", "note"},
+            "samples", "videos", "thresholds", "note", "host", "verified"},
            {"passed", "precision", "max_abs_logit", "min_cosine", "top1_agreement", "top5_agreement", "max_kl",
             "samples", "videos"});
     r.boolean(p["passed"], "manifest.parity.passed");
@@ -531,6 +531,20 @@ Manifest parse_manifest(const std::string& text, const std::string& where) {
       for (auto it = t.begin(); it != t.end(); ++it) r.number(it.value(), "manifest.parity.thresholds." + it.key());
     }
     if (p.contains("note")) r.str(p["note"], "manifest.parity.note");
+    // where the gate ran (GateHost): the export's, and each later `vtc-deploy verify`
+    auto gate_host = [&r](const json& h, const std::string& where) {
+      r.keys(h, where, {"cpu", "isa", "onnxruntime", "backend", "passed", "date"}, {});
+      for (const char* k : {"cpu", "isa", "onnxruntime", "backend", "date"}) {
+        if (h.contains(k)) r.str(h[k], where + "." + k);
+      }
+      if (h.contains("passed")) r.boolean(h["passed"], where + ".passed");
+    };
+    if (p.contains("host") && !p["host"].is_null()) gate_host(p["host"], "manifest.parity.host");
+    if (p.contains("verified")) {
+      const json& v = p["verified"];
+      if (!v.is_array()) r.error("manifest.parity.verified", "expected a list, got " + show(v));
+      for (size_t i = 0; i < v.size(); ++i) gate_host(v[i], "manifest.parity.verified[" + std::to_string(i) + "]");
+    }
   }
   r.integer(data["schema_version"], "manifest.schema_version");
   return m;
