@@ -532,12 +532,12 @@ Manifest parse_manifest(const std::string& text, const std::string& where) {
     }
     if (p.contains("note")) r.str(p["note"], "manifest.parity.note");
     // where the gate ran (GateHost): the export's, and each later `vtc-deploy verify`
-    auto gate_host = [&r](const json& h, const std::string& where) {
-      r.keys(h, where, {"cpu", "isa", "onnxruntime", "backend", "passed", "date"}, {});
+    auto gate_host = [&r](const json& h, const std::string& field) {
+      r.keys(h, field, {"cpu", "isa", "onnxruntime", "backend", "passed", "date"}, {});
       for (const char* k : {"cpu", "isa", "onnxruntime", "backend", "date"}) {
-        if (h.contains(k)) r.str(h[k], where + "." + k);
+        if (h.contains(k)) r.str(h[k], field + "." + k);
       }
-      if (h.contains("passed")) r.boolean(h["passed"], where + ".passed");
+      if (h.contains("passed")) r.boolean(h["passed"], field + ".passed");
     };
     if (p.contains("host") && !p["host"].is_null()) gate_host(p["host"], "manifest.parity.host");
     if (p.contains("verified")) {
