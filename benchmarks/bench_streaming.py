@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from vtc_deploy.runtimes import create_backend
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.inputs import read_views
+from vtc_deploy.runtimes import create_backend
 from vtc_deploy.streaming import StreamClassifier, StreamSource
 from vtc_deploy.video import ArrayVideo, open_video
 

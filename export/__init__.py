@@ -1,10 +1,11 @@
 """The exporter: PyTorch model -> ONNX artifact with the text classifier baked in, checked by the parity gate.
 
-Owns: torch -> ONNX (``onnx_export``), reduced precision (``precision``), the parity gate (``parity``), atomic output
-directories (``staging``), TensorRT engine build and cache (``engine``, torch-free) and the ``export`` / ``verify``
-entry points (``api``).
-Imports: vtc_deploy, torch, onnx, onnxruntime; tensorrt lazily. The package import itself is lazy so that the
-torch-free runtime can use ``vtc_deploy.export.engine`` without importing torch.
+Owns: torch -> ONNX (``onnx_export``), reduced precision (``precision``), the parity gate (``parity``) and the
+``export`` / ``verify`` entry points (``api``). What the torch-free side also needs lives below this package: graph
+finalisation (``vtc_deploy.graph``), atomic writes (``vtc_deploy.staging``), TensorRT engine build and cache
+(``vtc_deploy.runtimes.trt_build``).
+Imports: the vtc_deploy core, vtc_deploy.runtimes, torch, onnx, onnxruntime. Never vtc_deploy.train. The package
+import itself is lazy (importing ``vtc_deploy.export.precision`` does not import torch).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``vtc-deploy export`` and ``vtc-deploy verify`` as library calls.
 
-Owns: ``export_artifact`` (load -> ONNX -> metadata -> parity gate -> manifest -> atomic publish) and
+Owns: ``export_artifact`` (load -> ONNX -> metadata -> parity gate -> manifest -> atomic publish, the files written
+by ``vtc_deploy.artifact_writer``) and
 ``verify_artifact`` (rebuild the PyTorch model recorded in a manifest and run the gate again on this machine; with
 ``record`` its report goes to ``parity.<isa>.json`` and the machine to the manifest's ``parity.verified``, so that
 loading the artifact on a CPU of that ISA class no longer asks for a verify).
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vtc_deploy.runtimes import create_backend
 
 from vtc_deploy import __version__
-from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, sha256_file
+from vtc_deploy.artifact import MANIFEST, Artifact, sha256_file
+from vtc_deploy.artifact_writer import ArtifactWriter, write_artifact
 from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ParityError, UsageError, VideoDecodeError
 from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.runtimes import create_backend
 from vtc_deploy.spec import (
     ArtifactSpec,
     InputKind,
@@ -36,8 +38,8 @@ from vtc_deploy.spec import (
     StreamingSpec,
     TextSpec,
 )
+from vtc_deploy.staging import atomic_write, check_output_dir
 
-from .graph import finalize_onnx
 from .onnx_export import ExporterName, export_onnx, export_streaming, export_text
 from .parity import ParityReport, check_streaming, check_text, run_gate
 from .precision import (
@@ -51,7 +53,6 @@ from .precision import (
     quantize_int8,
     to_fp16,
 )
-from .staging import staged_directory
 
 log = logging.getLogger("vtc_deploy.export")
 
@@ -149,8 +150,6 @@ def export_artifact(
         raise UsageError("--calib is only used with --precision int8")
     start = time.perf_counter()
     out = Path(out)
-    from .staging import check_output_dir
-
     check_output_dir(out.absolute(), force=force)  # fail before the slow part
     log.info("loading %s", ckpt)
     model = load_model(ckpt, clip=clip, classes=classes, templates=templates, frames=frames)
@@ -162,11 +161,12 @@ def export_artifact(
         len(model.classes),
         model.kind,
     )
-    with staged_directory(out, force=force) as stage:
+    with write_artifact(out, force=force) as writer:
+        stage = writer.root
         onnx_path = stage / "model.onnx"
         spec = build_spec(model, input_kind=input_kind, opset=opset, exporter="", precision=precision)
         if text:
-            spec, class_agreement = _export_text(model, spec, stage, opset=opset, exporter=exporter)
+            spec, class_agreement = _export_text(model, spec, writer, opset=opset, exporter=exporter)
         log.info("exporting ONNX (opset %d, %s input)", opset, input_kind)
         fp32_path = onnx_path if precision == "fp32" else stage / "model.fp32.onnx"
         used = export_onnx(model.classifier, spec.input, fp32_path, opset=opset, exporter=exporter)
@@ -190,7 +190,7 @@ def export_artifact(
                 streaming=_export_streaming(
                     model,
                     spec,
-                    stage,
+                    writer,
                     opset=opset,
                     exporter=exporter,
                     precision=precision,
@@ -200,8 +200,8 @@ def export_artifact(
                     int8_form=int8_form,
                 )
             )
-        finalize_onnx(onnx_path, spec)
-        spec = spec.replace(onnx_sha256=sha256_file(onnx_path))
+        writer.finalize_graph(onnx_path.name, spec)
+        spec = writer.hashed(spec)
         report = None
         if verify:
             log.info("parity gate (PyTorch fp32 vs ONNX Runtime, %s thresholds)", precision)
@@ -210,7 +210,7 @@ def export_artifact(
                 report.add("text", *check_text(model.clip, Artifact(stage, spec), class_agreement=class_agreement))
             if spec.streaming is not None:
                 report.add("streaming", *check_streaming(model.classifier, Artifact(stage, spec)))
-            (stage / PARITY).write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
+            writer.write_parity(report.to_dict())
             if not report.passed:
                 raise ParityError(
                     f"the exported graph disagrees with PyTorch ({'; '.join(report.failures)}); {report.headline()}; "
@@ -220,14 +220,14 @@ def export_artifact(
             log.info("parity passed: %s", report.headline())
             if report.note:
                 log.warning("%s", report.note)
-        (stage / MANIFEST).write_text(spec.to_json() + "\n", "utf-8")
+        spec = writer.write_manifest(spec)
     seconds = time.perf_counter() - start
     log.info("wrote %s in %.1f s", out, seconds)
     return ExportResult(out=out, spec=spec, report=report, seconds=seconds)
 
 
 def _export_text(
-    model: LoadedModel, spec: ArtifactSpec, stage: Path, *, opset: int, exporter: ExporterName
+    model: LoadedModel, spec: ArtifactSpec, writer: ArtifactWriter, *, opset: int, exporter: ExporterName
 ) -> tuple[ArtifactSpec, float]:
     """Write ``text.onnx`` and bake the class embeddings it computes (so that a fresh export, ``rebake`` and
     ``run --classes`` share one text path), provided they agree with the model's own (cosine >= 0.99999); class
@@ -237,11 +237,11 @@ def _export_text(
     from vtc_deploy.vocab import TextEncoder
 
     log.info("exporting text.onnx (the text tower, for new classes without torch)")
-    path = stage / TextSpec.file
+    path = writer.path(TextSpec.file)
     export_text(model.clip, path, opset=opset, exporter=exporter)
-    finalize_onnx(path, spec, role="text")
-    spec = spec.replace(text=TextSpec(sha256=sha256_file(path), context_length=int(model.clip.context_length)))
-    ours = TextEncoder(Artifact(stage, spec)).class_embeddings(spec.classes, spec.templates)  # [C, D]
+    writer.finalize_graph(path.name, spec, role="text")
+    spec = spec.replace(text=TextSpec(context_length=int(model.clip.context_length)))  # hashed with the other graphs
+    ours = TextEncoder(Artifact(writer.root, spec)).class_embeddings(spec.classes, spec.templates)  # [C, D]
     own = model.classifier.class_embeddings.numpy()
     agreement = float((ours * own).sum(-1).min())
     if agreement >= 0.99999:
@@ -258,7 +258,7 @@ def _export_text(
 def _export_streaming(
     model: LoadedModel,
     spec: ArtifactSpec,
-    stage: Path,
+    writer: ArtifactWriter,
     *,
     opset: int,
     exporter: ExporterName,
@@ -268,9 +268,11 @@ def _export_streaming(
     calib_method: CalibrationMethod,
     int8_form: Int8FormName,
 ) -> StreamingSpec:
-    """``frames.onnx`` (in the artifact's precision) and ``head.onnx`` (fp32, like the head in every precision)."""
+    """``frames.onnx`` (in the artifact's precision) and ``head.onnx`` (fp32, like the head in every precision); their
+    hashes are the writer's (``ArtifactWriter.hashed``)."""
     names = StreamingSpec()
-    frames_path, head_path = stage / names.frames_file, stage / names.head_file
+    stage = writer.root
+    frames_path, head_path = writer.path(names.frames_file), writer.path(names.head_file)
     log.info("exporting frames.onnx + head.onnx (streaming split)")
     fp32_frames = frames_path if precision == "fp32" else stage / "frames.fp32.onnx"
     export_streaming(model.classifier, spec.input, fp32_frames, head_path, opset=opset, exporter=exporter)
@@ -289,9 +291,9 @@ def _export_streaming(
             per_frame=True,
         )
         fp32_frames.unlink()
-    finalize_onnx(frames_path, spec, role="frames")
-    finalize_onnx(head_path, spec, role="head")
-    return StreamingSpec(frames_sha256=sha256_file(frames_path), head_sha256=sha256_file(head_path))
+    writer.finalize_graph(names.frames_file, spec, role="frames")
+    writer.finalize_graph(names.head_file, spec, role="head")
+    return names
 
 
 def _reduce_precision(
@@ -398,22 +400,15 @@ def record_verification(artifact: Artifact, report: ParityReport) -> Path:
     """Write ``report`` to ``parity.<isa>.json`` and add its ``GateHost`` to the manifest's ``parity.verified``
     (the manifest is replaced atomically; the copy inside model.onnx keeps the export's view). Returns the report's
     path."""
-    import os
-
     host = report.host
     assert host is not None  # run_gate always records it
     path = artifact.root / f"parity.{host.isa or 'gpu'}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2), "utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report.to_dict(), indent=2))
     spec = artifact.spec
     if spec.parity is None:  # exported with --no-verify: this is its first gate
         parity = report.summary()
     else:
         parity = dataclasses.replace(spec.parity, verified=(*spec.parity.verified, host))
-    manifest = artifact.root / MANIFEST
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(spec.replace(parity=parity).to_json() + "\n", "utf-8")
-    os.replace(tmp, manifest)
+    manifest = atomic_write(artifact.root / MANIFEST, spec.replace(parity=parity).to_json() + "\n")
     log.info("recorded the verification on %s (%s) in %s", host.isa, host.cpu, manifest)
     return path

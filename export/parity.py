@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from vtc_deploy.runtimes import Backend, GraphOutputs, create_backend
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ParityError, VideoDecodeError
 from vtc_deploy.inputs import graph_feed, read_views
 from vtc_deploy.model import VideoTextClassifier
 from vtc_deploy.preprocess import to_float
+from vtc_deploy.runtimes import Backend, GraphOutputs, create_backend
 from vtc_deploy.spec import ArtifactSpec, GateHost, ParitySummary, Precision, check_crops
 
 log = logging.getLogger("vtc_deploy.parity")

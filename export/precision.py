@@ -1,7 +1,7 @@
 """Reduced precision written into the ONNX graph: fp16 with fp32 islands, and explicit INT8 Q/DQ.
 
 Owns: ``to_fp16`` (graph pass), ``quantize_int8`` (ONNX Runtime's static quantizer in QDQ format, calibrated on real
-frames) and ``module_path`` (which module of the PyTorch model a node came from, for either exporter).
+frames); which module a node came from is ``vtc_deploy.graph.module_path``.
 Imports: onnx, numpy, onnxruntime.quantization (lazily), vtc_deploy.
 
 Why in the graph: TensorRT 11 is strongly typed only (no FP16/INT8 builder flags, no calibrator), so the precision of
@@ -30,7 +30,6 @@ exact integer result, so a gate that passed on one CPU holds on every CPU. 8-bit
 
 from __future__ import annotations
 
-import ast
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vtc_deploy.errors import ExportError, UsageError
+from vtc_deploy.graph import module_path
 from vtc_deploy.spec import QuantizationSpec
 
 log = logging.getLogger("vtc_deploy.precision")
@@ -52,19 +52,6 @@ ActivationType = Literal["int8", "uint8"]
 Int8FormName = Literal["qdq", "qdq-uint8", "dynamic"]
 WeightBits = Literal[7, 8]
 LayerNormMode = Literal["fp32", "fp16"]
-
-
-def module_path(node: Any) -> str:
-    """Dotted path of the PyTorch module a node was exported from ('' if unknown), for both exporters."""
-    for prop in node.metadata_props:  # dynamo exporter: the module hierarchy as a list literal
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = [s for s in ast.literal_eval(prop.value) if isinstance(s, str)]
-            except (ValueError, SyntaxError):
-                break
-            return max(scopes[:-1] or [""], key=len)
-    name = str(node.name)  # TorchScript exporter: /classifier/visual/transformer/resblocks.0/attn/MatMul
-    return ".".join(part for part in name.split("/")[1:-1]) if name.startswith("/") else ""
 
 
 def in_scope(node: Any, scope: str) -> bool:

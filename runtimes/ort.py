@@ -11,7 +11,7 @@ Every session's declared I/O is checked against the manifest (``artifact.check_g
 TensorRT execution provider's engine cache lives in this machine's cache (``$VTC_DEPLOY_CACHE/ort-trt/``), not in
 the artifact: ONNX Runtime deserializes whatever plan sits in its cache under the expected name, so a cache inside
 an artifact from elsewhere would load plans nobody here built (the native backend keeps its own, checked cache under
-``DIR/engines/``, see export/engine.py).
+``DIR/engines/``, see runtimes/trt_build.py).
 Imports: numpy, onnxruntime (lazily), vtc_deploy torch-free modules. Never torch.
 """
 

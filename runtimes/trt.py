@@ -1,7 +1,7 @@
 """Native TensorRT backend (torch-free): cuda-python for device memory and a stream, pinned host buffers,
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``.
 
-Owns: ``TrtBackend``. The engine comes from the artifact's cache or is built on first use (``export/engine.py``,
+Owns: ``TrtBackend``. The engine comes from the artifact's cache or is built on first use (``runtimes/trt_build.py``,
 which uses a cached plan only with a matching sidecar); it is deserialized with host code disallowed and its I/O
 tensors are checked against the manifest (``artifact.check_graph_io``) before anything runs.
 Batches larger than the profile's maximum are split; batches smaller than its minimum are padded (with the last clip)
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from vtc_deploy.export.engine import EngineInfo, EngineProfile, build_engine, import_tensorrt
 
 from vtc_deploy.artifact import Artifact, check_graph_io
 from vtc_deploy.errors import ArtifactError, BackendUnavailable
@@ -22,6 +21,7 @@ from vtc_deploy.onnx_wire import TensorDecl
 
 from .base import Backend, GraphOutputs
 from .cuda import DeviceBuffer, PinnedBuffer, Stream, check, copy_async, cuda_runtime, device_facts
+from .trt_build import EngineInfo, EngineProfile, build_engine, import_tensorrt
 
 OUTPUTS = ("logits", "embedding", "feature_norm")
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vtc_deploy.export import export_artifact
-from vtc_deploy.export.engine import cache_paths, sidecar_mismatch
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
+from vtc_deploy.export import export_artifact
 from vtc_deploy.onnx_wire import scan_onnx
+from vtc_deploy.runtimes.trt_build import cache_paths, sidecar_mismatch
 from vtc_deploy.spec import MAX_CLASSES, MAX_MANIFEST_BYTES, ArtifactSpec, check_file_name
 
 GRAPH_FIELDS = {  # manifest field -> (path of keys in manifest.json, file)

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from vtc_deploy.export import export_artifact
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.bench import analytic_gflops
+from vtc_deploy.export import export_artifact
 from vtc_deploy.spec import ArtifactSpec, ModelSpec
 
 

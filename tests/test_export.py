@@ -16,13 +16,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from vtc_deploy.export import export_artifact
-from vtc_deploy.export.parity import THRESHOLDS, run_gate
 
 from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ExportError, ParityError
+from vtc_deploy.export import export_artifact
+from vtc_deploy.export.parity import THRESHOLDS, run_gate
 from vtc_deploy.preprocess import to_float
 from vtc_deploy.spec import ONNX_METADATA_KEY, ArtifactSpec
 

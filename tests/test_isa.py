@@ -21,6 +21,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
+from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
+from vtc_deploy.artifact import MANIFEST, Artifact
+from vtc_deploy.checkpoint import load_model, save_checkpoint
+from vtc_deploy.cpuinfo import _proc_cpuinfo, cpu_facts, isa_class
+from vtc_deploy.errors import ParityError
 from vtc_deploy.export import export_artifact
 from vtc_deploy.export.parity import (
     RANDOM_BATCHES,
@@ -34,15 +40,9 @@ from vtc_deploy.export.parity import (
     run_gate,
     torch_outputs,
 )
+from vtc_deploy.inputs import graph_feed, read_views
 from vtc_deploy.runtimes.base import GraphOutputs
 from vtc_deploy.runtimes.ort import check_gate_host
-
-from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
-from vtc_deploy.artifact import MANIFEST, Artifact
-from vtc_deploy.checkpoint import load_model, save_checkpoint
-from vtc_deploy.cpuinfo import _proc_cpuinfo, cpu_facts, isa_class
-from vtc_deploy.errors import ParityError
-from vtc_deploy.inputs import graph_feed, read_views
 from vtc_deploy.spec import ArtifactSpec
 
 CKPT = "vtc-tiny-isa:random"
@@ -147,6 +147,7 @@ def gate_inputs(real_videos: list[Path], tmp_path_factory: pytest.TempPathFactor
     an fp16 model whose patch embedding overflows fp16), plus the gate's inputs (random clips at the gate's batch
     sizes and one real clip of each of two videos) and the PyTorch references, all made natively."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
     from vtc_deploy.export.precision import int8_nodes
 
     root = tmp_path_factory.mktemp("isa")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from vtc_deploy.export import export_artifact
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
+from vtc_deploy.export import export_artifact
 from vtc_deploy.labels import BUNDLED, load_class_names
 from vtc_deploy.tokenizer import tokenize
 

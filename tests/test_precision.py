@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from vtc_deploy.export import export_artifact
-from vtc_deploy.export.engine import EngineProfile, build_engine, engine_key
-from vtc_deploy.export.parity import THRESHOLDS, run_gate
-from vtc_deploy.export.precision import in_scope
-from vtc_deploy.runtimes import create_backend
 
 from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
+from vtc_deploy.export import export_artifact
+from vtc_deploy.export.parity import THRESHOLDS, run_gate
+from vtc_deploy.export.precision import in_scope
+from vtc_deploy.runtimes import create_backend
+from vtc_deploy.runtimes.trt_build import EngineProfile, build_engine, engine_key
 
 CKPT = "vtc-tiny-prec:random"  # float32 random weights (not fp16-exact), registered below
 
@@ -190,9 +190,8 @@ def test_int8_uint8_qdq_form_structure(calib_videos: list[str], tmp_path: Path) 
 
 
 def test_cli_offers_the_int8_forms_of_the_exporter() -> None:
-    from vtc_deploy.export.precision import DEFAULT_INT8_FORM, INT8_FORMS
-
     from vtc_deploy.cli import export
+    from vtc_deploy.export.precision import DEFAULT_INT8_FORM, INT8_FORMS
 
     option = next(p for p in export.params if p.name == "int8_form")
     assert option.default == DEFAULT_INT8_FORM and list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from vtc_deploy.export import export_artifact
-from vtc_deploy.runtimes import create_backend
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
+from vtc_deploy.export import export_artifact
 from vtc_deploy.inputs import read_views
 from vtc_deploy.pipeline import Classifier, aggregate_views
 from vtc_deploy.preprocess import to_float
+from vtc_deploy.runtimes import create_backend
 
 
 @pytest.fixture(scope="module")

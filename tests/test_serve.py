@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vtc_deploy.export import export_artifact
 
+from vtc_deploy.export import export_artifact
 from vtc_deploy.pipeline import Classifier
 
 pytest.importorskip("tritonclient.grpc", reason="serving tests need the serve extra (tritonclient)")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from vtc_deploy.export import export_artifact
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
+from vtc_deploy.export import export_artifact
 from vtc_deploy.inputs import read_views
 from vtc_deploy.streaming import StreamClassifier, StreamSource, parse_span
 from vtc_deploy.video import open_video

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vtc_deploy.export import export_artifact
-from vtc_deploy.export.engine import EngineProfile, build_engine, find_engine
-from vtc_deploy.export.parity import run_gate
-from vtc_deploy.runtimes import create_backend
 
 from tests.conftest import TINY_CLIP, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
+from vtc_deploy.export import export_artifact
+from vtc_deploy.export.parity import run_gate
+from vtc_deploy.runtimes import create_backend
+from vtc_deploy.runtimes.trt_build import EngineProfile, build_engine, find_engine
 
 pytestmark = pytest.mark.gpu
 CKPT = "vtc-tiny-trt:random"

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from vtc_deploy.train.datasets import EvalViews, read_list
-from vtc_deploy.train.distributed import DistInfo
-from vtc_deploy.train.evaluate import extract
-from vtc_deploy.train.synthetic import SyntheticDataset, make_synthetic_dataset
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.pipeline import Classifier
+from vtc_deploy.train.datasets import EvalViews, read_list
+from vtc_deploy.train.distributed import DistInfo
+from vtc_deploy.train.evaluate import extract
+from vtc_deploy.train.synthetic import SyntheticDataset, make_synthetic_dataset
 
 # Every training run here uses this recipe (the generator's config) with these settings, so that the transformer run
 # is also the uninterrupted reference of the kill-and-resume test.

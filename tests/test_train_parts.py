@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.conftest import TINY_CLIP, moving_square, tiny_clip_model, write_video
+from vtc_deploy.errors import ConfigError, DataError
+from vtc_deploy.inputs import read_views
+from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_head
+from vtc_deploy.pipeline import aggregate_views
+from vtc_deploy.spec import InputSpec
 from vtc_deploy.train.augment import ClipAugment
 from vtc_deploy.train.config import (
     AugmentConfig,
@@ -34,13 +41,6 @@ from vtc_deploy.train.datasets import (
 from vtc_deploy.train.evaluate import aggregate, half_classes, scores, topk_accuracy
 from vtc_deploy.train.optim import build_optimizer, build_scheduler, lr_factor
 from vtc_deploy.train.state import rng_state, set_rng_state
-
-from tests.conftest import TINY_CLIP, moving_square, tiny_clip_model, write_video
-from vtc_deploy.errors import ConfigError, DataError
-from vtc_deploy.inputs import read_views
-from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_head
-from vtc_deploy.pipeline import aggregate_views
-from vtc_deploy.spec import InputSpec
 
 # ------------------------------------------------------------------------------------------------------ config
 

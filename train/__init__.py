@@ -12,7 +12,8 @@ Modules, one concept each:
 - ``distributed``: torchrun / DDP helpers; ``state``: resume checkpoints; ``monitor``: logs, progress, metrics CSV;
 - ``synthetic``: a motion-direction video dataset to try it on.
 
-Imports: vtc_deploy (both halves), torch, torchvision. Nothing in ``vtc_deploy`` imports this package.
+Imports: vtc_deploy (both halves), torch, torchvision. Only the CLI (``vtc-deploy train``, on top of every layer)
+imports this package, lazily; the core, ``runtimes/`` and ``export/`` never do (tests/test_layering.py).
 """
 
 from __future__ import annotations

@@ -478,7 +478,7 @@ def build_engine_cmd(
 ) -> None:
     """Build (or find in the cache) the TensorRT engine of an artifact for this GPU; prints the plan's path."""
     from vtc_deploy.artifact import Artifact
-    from vtc_deploy.export.engine import EngineProfile, build_engine
+    from vtc_deploy.runtimes.trt_build import EngineProfile, build_engine
 
     info = build_engine(
         Artifact.open(model_dir),

@@ -8,21 +8,22 @@ new classes, templates and hashes; the parity figures are carried over with a no
 byte-identical; the text path was checked at export). TensorRT engines are not carried over: their cache key contains
 the ONNX hash, so they are rebuilt on first use for the new graph. The source is read under the artifact rules
 (``Artifact.open``; ``parity.json`` confined and bounded); the new manifest passes ``validate_spec`` before anything
-is encoded; the output is staged beside ``out`` and renamed into place, so nothing is written outside it.
+is encoded; the output is written by ``artifact_writer.write_artifact`` (staged beside ``out`` and renamed into place,
+so nothing is written outside it; the graph hashes and manifest by the same rule as the exporter).
 Imports: numpy, onnx, onnxruntime (through vocab), vtc_deploy torch-free modules. Never torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from vtc_deploy.artifact import MANIFEST, PARITY, Artifact, confined_path, read_json_bounded, sha256_file
+from vtc_deploy.artifact import PARITY, Artifact, confined_path, read_json_bounded
+from vtc_deploy.artifact_writer import write_artifact
 from vtc_deploy.errors import BackendUnavailable, ConfigError, UsageError
+from vtc_deploy.graph import replace_class_embeddings
 from vtc_deploy.labels import check_templates, resolve_class_names
 from vtc_deploy.spec import MAX_MANIFEST_BYTES, validate_spec
 from vtc_deploy.vocab import TextEncoder
@@ -43,8 +44,6 @@ def rebake(
         import onnx
     except ImportError:
         raise BackendUnavailable("rebake edits ONNX graphs: pip install onnx") from None
-    from vtc_deploy.export.graph import finalize_onnx, replace_class_embeddings
-    from vtc_deploy.export.staging import staged_directory
 
     artifact = Artifact.open(src)
     spec = artifact.spec
@@ -59,32 +58,24 @@ def rebake(
     target = Path(out) if out is not None else artifact.root
     in_place = target.absolute() == artifact.root.absolute()
     new_spec = spec.replace(classes=names, templates=prompts)
-    with staged_directory(target, force=force or in_place) as stage:
+    with write_artifact(target, force=force or in_place) as writer:
         graphs = [spec.onnx_file] + ([spec.streaming.head_file] if spec.streaming else [])
         for name in graphs:
             model = onnx.load(str(artifact.root / name))
             replace_class_embeddings(model, embeddings)
-            onnx.save(model, str(stage / name))
-            finalize_onnx(stage / name, new_spec, role="video" if name == spec.onnx_file else "head")
+            onnx.save(model, str(writer.path(name)))
+            writer.finalize_graph(name, new_spec, role="video" if name == spec.onnx_file else "head")
         copied = [spec.text.file] if spec.text else []
         if spec.streaming:
             copied.append(spec.streaming.frames_file)
         for name in copied:
-            shutil.copy2(artifact.root / name, stage / name)
+            writer.copy_file(artifact.root / name, name)
         what = (
             f"rebaked from {artifact.root} with {len(names)} classes (was {spec.num_classes}), "
             f"templates {list(prompts)}: the visual graph is unchanged and the class embeddings come from "
             "text.onnx (checked against open_clip at export); figures measured before the rebake"
         )
-        new_spec = new_spec.replace(
-            onnx_sha256=sha256_file(stage / spec.onnx_file),
-            streaming=(
-                dataclasses.replace(spec.streaming, head_sha256=sha256_file(stage / spec.streaming.head_file))
-                if spec.streaming
-                else None
-            ),
-            parity=dataclasses.replace(spec.parity, note=what) if spec.parity else None,
-        )
+        new_spec = new_spec.replace(parity=dataclasses.replace(spec.parity, note=what) if spec.parity else None)
         parity = confined_path(artifact.root, PARITY, PARITY)
         report = (
             read_json_bounded(parity, MAX_MANIFEST_BYTES, where=PARITY, root=artifact.root) if parity.is_file() else {}
@@ -92,7 +83,7 @@ def rebake(
         if not isinstance(report, dict):
             report = {"export": report}
         report["rebake"] = {"from": str(artifact.root), "classes": len(names), "templates": list(prompts), "note": what}
-        (stage / PARITY).write_text(json.dumps(report, indent=2), "utf-8")
-        (stage / MANIFEST).write_text(new_spec.to_json() + "\n", "utf-8")
+        writer.write_parity(report)
+        writer.write_manifest(new_spec)
     log.info("wrote %s", target)
     return Artifact.open(target)

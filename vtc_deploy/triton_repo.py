@@ -7,10 +7,10 @@ target), a ``NAME_trt_<precision>_<gpu>`` model with platform ``tensorrt_plan`` 
 only loads in a Triton whose TensorRT version and GPU match its sidecar. With ``tritonclient[grpc]`` installed the
 configs are parsed with Triton's own ``ModelConfig`` protobuf before anything is written.
 Writes only inside ``out``: the model name is a plain name, each model directory is staged beside its target and
-renamed into place (``export.staging``), and an engine is taken only from the artifact's own ``engines/`` (files
+renamed into place (``staging``), and an engine is taken only from the artifact's own ``engines/`` (files
 confined there) when its sidecar (bounded in size) records this artifact's ONNX sha256 and precision; others are
 skipped as stale.
-Imports: the standard library, vtc_deploy torch-free modules, vtc_deploy.export.staging (standard library only);
+Imports: the standard library, vtc_deploy torch-free modules, vtc_deploy.staging (standard library only);
 tritonclient and protobuf lazily.
 """
 
@@ -76,7 +76,7 @@ def parse_model_config(text: str) -> Any:
 
 def write_triton_repo(artifact: Artifact, out: str | Path, *, name: str = "vtc", max_batch: int = 16) -> list[str]:
     """Write (or refresh) the model repository at ``out``; returns the model names written."""
-    from vtc_deploy.export.staging import staged_directory
+    from vtc_deploy.staging import staged_directory
 
     try:
         check_file_name(name, "--name")

@@ -1,7 +1,8 @@
-"""Atomic output directories: everything is written into a hidden temporary directory beside the target and renamed
-into place at the end, so an interrupted or failed export leaves nothing half-written.
+"""Atomic writes: a file or a whole output directory is written under a hidden temporary name beside the target and
+renamed into place at the end, so an interrupted or failed export, rebake or build leaves nothing half-written.
 
-Owns: ``staged_directory`` and the clean-up of temporaries left by killed processes.
+Owns: ``atomic_write`` (one file), ``staged_directory`` (a directory) and the clean-up of temporaries left by killed
+processes. Every atomic write in vtc-deploy goes through one of the two.
 Imports: the standard library and vtc_deploy.errors.
 
 SIGTERM and Ctrl-C remove the temporary directory before the process exits (the CLI reports "interrupted"). A
@@ -17,12 +18,33 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from vtc_deploy.errors import ExportError
+
+
+def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object]) -> Path:
+    """Write ``path`` atomically: ``data`` (bytes, UTF-8 text, or a function that writes the file at the path it is
+    given, e.g. ``lambda p: torch.save(obj, p)``) goes to a temporary file in the same directory, renamed over ``path``
+    when complete; on any failure the temporary is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(data):
+            os.close(fd)
+            data(Path(tmp))
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def check_output_dir(out: Path, *, force: bool) -> None:

@@ -1,12 +1,15 @@
-"""Post-processing of exported ONNX graphs (torch-free, so that ``rebake`` can use it on an edge box).
+"""Post-processing of exported ONNX graphs (torch-free core, so that ``rebake`` can use it on an edge box; the exporter
+uses it too).
 
 Owns: ``finalize_onnx`` (pin output widths, name the class-embedding constant, embed metadata, check),
-``mark_class_embeddings``, ``replace_class_embeddings``.
-Imports: onnx, numpy, vtc_deploy torch-free modules.
+``mark_class_embeddings``, ``replace_class_embeddings``, ``module_path`` (which module of the PyTorch model a node came
+from, for either exporter).
+Imports: onnx (lazily), numpy, vtc_deploy torch-free modules. Never torch, never vtc_deploy.export.
 """
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,8 +57,6 @@ def mark_class_embeddings(model: Any, *, num_classes: int, embed_dim: int) -> No
     ``rebake`` can replace it without torch. It is the second input of the classifier's MatMul."""
     from onnx import numpy_helper
 
-    from .precision import module_path
-
     inits = {init.name: init for init in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
     for node in reversed(model.graph.node):
@@ -93,3 +94,16 @@ def replace_class_embeddings(model: Any, class_embeddings: np.ndarray) -> None:
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, CLASS_EMBEDDINGS_TENSOR))
             return
     raise ExportError(f"the graph has no {CLASS_EMBEDDINGS_TENSOR} constant (exported by an older vtc-deploy?)")
+
+
+def module_path(node: Any) -> str:
+    """Dotted path of the PyTorch module a node was exported from ('' if unknown), for both exporters."""
+    for prop in node.metadata_props:  # dynamo exporter: the module hierarchy as a list literal
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [s for s in ast.literal_eval(prop.value) if isinstance(s, str)]
+            except (ValueError, SyntaxError):
+                break
+            return max(scopes[:-1] or [""], key=len)
+    name = str(node.name)  # TorchScript exporter: /classifier/visual/transformer/resblocks.0/attn/MatMul
+    return ".".join(part for part in name.split("/")[1:-1]) if name.startswith("/") else ""

@@ -1,7 +1,9 @@
-"""TensorRT engine build and cache (torch-free: the TensorRT runtime backend builds on first use through this module).
+"""TensorRT engine build and cache, beside the TensorRT runner (torch-free: ``runtimes/trt.py`` builds on first use
+through this module; ``vtc-deploy build-engine`` calls it directly).
 
 Owns: ``EngineProfile`` (the batch optimisation profile), ``engine_key``, ``find_engine``, ``build_engine``.
-Imports: the standard library, vtc_deploy torch-free modules, tensorrt and cuda-python lazily.
+Imports: the standard library, vtc_deploy torch-free modules, ``runtimes.cuda``, tensorrt and cuda-python lazily.
+Never torch, never vtc_deploy.export.
 
 Precision lives in the ONNX graph (see export/precision.py). Where TensorRT has the ``STRONGLY_TYPED`` network flag
 (TensorRT 10, and 11 which has nothing else) the network is built strongly typed: the graph's own types decide. Only
@@ -14,9 +16,9 @@ Artifacts travel, so the cache is read as untrusted: a plan is used only from th
 directory inside the artifact, the plan and sidecar regular files whose real paths stay inside it), only when its
 sidecar (at most ``MAX_SIDECAR_BYTES``) records this artifact's ONNX sha256, this TensorRT version, this GPU (name and
 compute capability), the precision and the profile -- otherwise it is rebuilt -- and the runtime deserializes it with
-host code disallowed (``engine_host_code_allowed = False``, TensorRT >= 10). Builds are written atomically (a
-temporary file in ``engines/`` renamed into place), only inside the artifact's ``engines/`` and the timing cache
-file the user named.
+host code disallowed (``engine_host_code_allowed = False``, TensorRT >= 10). Builds are written atomically
+(``staging.atomic_write``: a temporary file in ``engines/`` renamed into place), only inside the artifact's
+``engines/`` and the timing cache file the user named.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 from vtc_deploy.artifact import MAX_SIDECAR_BYTES, Artifact, read_json_bounded
 from vtc_deploy.errors import ArtifactError, BackendUnavailable, ExportError, UsageError
+from vtc_deploy.staging import atomic_write
 
 log = logging.getLogger("vtc_deploy.engine")
 
@@ -134,7 +136,7 @@ def _check_buildable(artifact: Artifact) -> None:
 
 def find_engine(artifact: Artifact, profile: EngineProfile, *, device: int = 0) -> EngineInfo | None:
     """The cached engine for this artifact, TensorRT version, GPU, precision and profile, if built."""
-    from vtc_deploy.runtimes.cuda import device_facts
+    from .cuda import device_facts
 
     trt = import_tensorrt()
     facts = device_facts(device)
@@ -170,7 +172,7 @@ def build_engine(
     force: bool = False,
 ) -> EngineInfo:
     """Build (or reuse from the cache) the TensorRT engine of ``artifact`` for ``profile``."""
-    from vtc_deploy.runtimes.cuda import check, cuda_runtime, device_facts
+    from .cuda import check, cuda_runtime, device_facts
 
     _check_buildable(artifact)
     trt = import_tensorrt()
@@ -228,7 +230,7 @@ def build_engine(
         raise ExportError("TensorRT failed to build the engine (see the TensorRT messages above)", path=artifact.root)
     seconds = time.perf_counter() - start
     if cache_path is not None:
-        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+        atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
     sidecar = {
         "tensorrt_version": trt.__version__,
         "gpu": facts.name,
@@ -243,19 +245,7 @@ def build_engine(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     artifact.engine_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(plan_path, bytes(serialized))
-    _atomic_write(sidecar_path, json.dumps(sidecar, indent=2).encode())
+    atomic_write(plan_path, bytes(serialized))
+    atomic_write(sidecar_path, json.dumps(sidecar, indent=2).encode())
     log.info("TensorRT engine built in %.0f s: %s", seconds, plan_path)
     return EngineInfo(plan_path, sidecar)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
