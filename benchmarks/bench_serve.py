@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from vtc_deploy.errors import one_line
+
 
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
@@ -116,7 +118,7 @@ def run_level(
                 kind = "error" if error else ("ok" if labels == expected else "wrong")
                 text = error or f"{name}: {labels} != {expected}"
             except Exception as exc:  # counted: queue-full rejections apart from other errors
-                text = " ".join(str(exc).split())[:200]
+                text = one_line(exc, 200)
                 kind = "rejected" if "queue" in text.lower() or "exceeds" in text.lower() else "error"
             took = time.perf_counter() - start
             with lock:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vtc_deploy.errors import ExportError, UsageError
+from vtc_deploy.errors import ExportError, UsageError, one_line
 from vtc_deploy.model import VideoTextClassifier
 from vtc_deploy.spec import InputSpec
 
@@ -241,6 +241,6 @@ def _export(
     except (ExportError, UsageError):
         raise
     except Exception as exc:
-        text = " ".join(str(exc).split())[:300]
+        text = one_line(exc)
         raise ExportError(f"torch.onnx.export ({kind}) of {path.name} failed: {type(exc).__name__}: {text}") from None
     return f"torch.onnx {kind} (torch {torch.__version__})"

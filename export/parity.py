@@ -425,13 +425,12 @@ def check_streaming(
 ) -> tuple[dict[str, float], list[str]]:
     """``frames.onnx`` then ``head.onnx`` (ONNX Runtime) against PyTorch on random clips, with the precision's
     thresholds: the streaming split must compute what the video graph computes."""
-    from vtc_deploy.runtimes.ort import import_onnxruntime
+    from vtc_deploy.runtimes.ort import open_session
 
     spec = artifact.spec
     assert spec.streaming is not None
-    ort = import_onnxruntime()
-    frames = ort.InferenceSession(str(artifact.root / spec.streaming.frames_file), providers=["CPUExecutionProvider"])
-    head = ort.InferenceSession(str(artifact.root / spec.streaming.head_file), providers=["CPUExecutionProvider"])
+    frames = open_session(str(artifact.root / spec.streaming.frames_file), artifact, provider="cpu", role="frames")
+    head = open_session(str(artifact.root / spec.streaming.head_file), artifact, provider="cpu", role="head")
     feed = random_feed(spec, batch, np.random.default_rng(seed))  # [B, T, ...]
     per_frame = frames.run(["frame_embedding"], {"frames": feed.reshape(-1, *feed.shape[2:])})[0]  # [B*T, D]
     logits, emb, norm = head.run(None, {"frame_embeddings": per_frame.reshape(batch, spec.frames, -1)})

@@ -1,6 +1,8 @@
 """ONNX Runtime backend (torch-free).
 
-Owns: ``OrtBackend`` -- provider choice (``auto``: TensorRT EP > CUDA EP > CPU, whichever the installed build
+Owns: ``open_session``, the one factory of ONNX Runtime sessions over an artifact's graphs (the backend, streaming,
+the text encoder behind ``rebake`` and ``run --classes``, and the exporter's parity checks all open theirs here), and
+``OrtBackend`` -- provider choice (``auto``: TensorRT EP > CUDA EP > CPU, whichever the installed build
 offers; or an explicit name), session options (intra-op threads, graph optimisation level) and the execution
 provider options for TensorRT (fp16, engine cache). Inputs and outputs are numpy arrays on the host
 (``session.run``); the native TensorRT backend is the one that manages device buffers itself. Opening a
@@ -24,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vtc_deploy.artifact import ROLE_FIELDS, Artifact, GraphRole, check_graph_io
-from vtc_deploy.errors import ArtifactError, BackendUnavailable, UsageError
+from vtc_deploy.errors import ArtifactError, BackendUnavailable, UsageError, one_line
 from vtc_deploy.onnx_wire import TensorDecl
 from vtc_deploy.spec import file_names
 
@@ -199,7 +201,7 @@ def open_session(
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-        first = " ".join(str(exc).split())[:300]
+        first = one_line(exc)
         raise ArtifactError(f"ONNX Runtime cannot load the graph ({first})", path=path) from None
     if role is None:
         roles = {name: ROLE_FIELDS[field] for field, name in file_names(artifact.spec).items()}

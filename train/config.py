@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from vtc_deploy.errors import ConfigError
+from vtc_deploy.errors import ConfigError, one_line
 from vtc_deploy.spec import Crops, SamplingRule, from_dict
 
 CONFIG_SCHEMA_VERSION = 1
@@ -285,7 +285,7 @@ def _load_yaml(text: str, path: Path) -> Any:
     try:
         return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({' '.join(str(exc).split())})", path=path) from None
+        raise ConfigError(f"not valid YAML ({one_line(exc)})", path=path) from None
 
 
 def apply_override(data: dict[str, Any], item: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from vtc_deploy.errors import one_line
+
 log = logging.getLogger("vtc_deploy.train")
 
 CSV_FIELDS = (
@@ -128,7 +130,7 @@ class Monitor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None and self.enabled and self._file_handler is not None:
-            log.error("run stopped: %s: %s", type(exc).__name__, " ".join(str(exc).split())[:300])
+            log.error("run stopped: %s: %s", type(exc).__name__, one_line(exc))
         self.close()
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from vtc_deploy.artifact import sha256_file
-from vtc_deploy.errors import CheckpointError, ConfigError, DownloadError, UsageError
+from vtc_deploy.errors import CheckpointError, ConfigError, DownloadError, UsageError, one_line
 from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, resolve_class_names
 from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_clip, build_head
 from vtc_deploy.spec import (
@@ -212,7 +212,7 @@ def _download_pretrained(pretrained: Mapping[str, Any], label: str) -> Path:
     try:
         return Path(open_clip.download_pretrained(dict(pretrained)))
     except Exception as exc:
-        raise DownloadError(f"could not download open_clip weights {label} ({_one_line(exc)})") from None
+        raise DownloadError(f"could not download open_clip weights {label} ({one_line(exc)})") from None
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
@@ -264,14 +264,14 @@ def read_checkpoint_file(path: Path) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:
-            raise CheckpointError(f"not a readable safetensors file ({_one_line(exc)})", path=path) from None
+            raise CheckpointError(f"not a readable safetensors file ({one_line(exc)})", path=path) from None
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI still ships it
                 return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except Exception as exc:
-            raise CheckpointError(f"unreadable TorchScript archive ({_one_line(exc)})", path=path) from None
+            raise CheckpointError(f"unreadable TorchScript archive ({one_line(exc)})", path=path) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4" chatter
@@ -283,9 +283,9 @@ def read_checkpoint_file(path: Path) -> Any:
                 "nothing from it was run. Re-save it as a plain state dict",
                 path=path,
             ) from None
-        raise CheckpointError(f"not a PyTorch checkpoint ({_one_line(exc)})", path=path) from None
+        raise CheckpointError(f"not a PyTorch checkpoint ({one_line(exc)})", path=path) from None
     except Exception as exc:  # torch.load fails in many ways on non-checkpoints (KeyError, UnicodeDecodeError, ...)
-        raise CheckpointError(f"not a PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)})", path=path) from None
+        raise CheckpointError(f"not a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)})", path=path) from None
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, Any], *, what: str, path: str | Path) -> None:
@@ -584,8 +584,3 @@ def _is_text_key(key: str) -> bool:
 def _names(items: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(str(i).replace("__", ".") for i in items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:limit]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from vtc_deploy.errors import VtcError
+from vtc_deploy.errors import VtcError, one_line
 from vtc_deploy.spec import InputKind, Precision
 from vtc_deploy.video import DecoderName
 
@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("VTC_DEBUG"):
             raise
-        text = " ".join(str(exc).split())[:300]
+        text = one_line(exc)
         click.echo(
             f"vtc-deploy: internal error: {type(exc).__name__}: {text} (set VTC_DEBUG=1 for the traceback)", err=True
         )

@@ -1,13 +1,26 @@
 """The one exception family of vtc-deploy.
 
-Owns: ``VtcError`` and its subclasses. ``str(error)`` is the whole user-facing message: one line that names the
-file (when there is one) and what was wrong; the CLI prints it and exits non-zero, a traceback never reaches a user.
+Owns: ``VtcError`` and its subclasses, and ``one_line`` (the one rule for folding another library's exception into
+the one-line message of ours). ``str(error)`` is the whole user-facing message: one line that names the file (when
+there is one) and what was wrong; the CLI prints it and exits non-zero, a traceback never reaches a user.
 Imports: nothing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one line of at most ``limit`` characters: for an OSError (FFmpeg's errors are OSErrors) its reason and
+    file name without the errno, else its whole message; every run of whitespace (newlines included) folded to one
+    space; the exception's type name when the message is empty."""
+    reason = getattr(exc, "strerror", None)
+    if reason:
+        filename = getattr(exc, "filename", None)
+        reason = f"{reason}: {filename}" if filename else reason
+    text = " ".join(str(reason or exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class VtcError(Exception):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vtc_deploy.errors import ExportError
+from vtc_deploy.errors import ExportError, one_line
 from vtc_deploy.spec import CLASS_EMBEDDINGS_TENSOR, ONNX_METADATA_KEY, ArtifactSpec
 
 Role = Literal["video", "text", "frames", "head"]
@@ -49,7 +49,7 @@ def finalize_onnx(path: Path, spec: ArtifactSpec, role: Role = "video") -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # onnx.checker.ValidationError, InferenceError
-        raise ExportError(f"onnx.checker rejected {path.name}: {' '.join(str(exc).split())[:300]}") from None
+        raise ExportError(f"onnx.checker rejected {path.name}: {one_line(exc)}") from None
 
 
 def mark_class_embeddings(model: Any, *, num_classes: int, embed_dim: int) -> None:

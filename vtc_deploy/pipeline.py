@@ -160,13 +160,11 @@ class Classifier:
     def set_classes(self, classes: str | Path | Iterable[str], templates: Iterable[str] | None = None) -> None:
         """Classify against other class names from now on, without re-exporting: their embeddings come from the
         artifact's ``text.onnx`` (cached on disk) and score the graph's video embedding, ``scale * cos``."""
-        from vtc_deploy.labels import check_templates, resolve_class_names
-        from vtc_deploy.vocab import cached_class_embeddings
+        from vtc_deploy.vocab import resolve_classes
 
-        names = resolve_class_names(classes if isinstance(classes, (str, Path)) else list(classes))
-        prompts = check_templates(list(templates)) if templates is not None else self.spec.templates
-        self._class_embeddings = cached_class_embeddings(self.artifact, names, prompts)
-        self._classes = names
+        chosen = resolve_classes(self.artifact, classes, templates)
+        self._class_embeddings = chosen.embeddings
+        self._classes = chosen.names
 
     def classify(self, videos: VideoSource | Iterable[VideoSource], **options: Any) -> list[VideoResult]:
         """Results for ``videos`` (paths or ``uint8 [N, H, W, 3]`` arrays) in input order; see ``iter_classify``."""

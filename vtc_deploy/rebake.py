@@ -22,11 +22,10 @@ from pathlib import Path
 
 from vtc_deploy.artifact import PARITY, Artifact, confined_path, read_json_bounded
 from vtc_deploy.artifact_writer import write_artifact
-from vtc_deploy.errors import BackendUnavailable, ConfigError, UsageError
+from vtc_deploy.errors import BackendUnavailable
 from vtc_deploy.graph import replace_class_embeddings
-from vtc_deploy.labels import check_templates, resolve_class_names
-from vtc_deploy.spec import MAX_MANIFEST_BYTES, validate_spec
-from vtc_deploy.vocab import TextEncoder
+from vtc_deploy.spec import MAX_MANIFEST_BYTES
+from vtc_deploy.vocab import resolve_classes
 
 log = logging.getLogger("vtc_deploy.rebake")
 
@@ -47,14 +46,9 @@ def rebake(
 
     artifact = Artifact.open(src)
     spec = artifact.spec
-    names = resolve_class_names(classes)
-    prompts = check_templates(templates) if templates else spec.templates
-    try:
-        validate_spec(spec.replace(classes=names, templates=prompts))
-    except ConfigError as exc:
-        raise UsageError(f"the new classes or templates break an artifact limit: {exc}") from None
-    log.info("encoding %d class names x %d templates with text.onnx", len(names), len(prompts))
-    embeddings = TextEncoder(artifact).class_embeddings(names, prompts)  # [C, D]
+    log.info("encoding the new class names with text.onnx")
+    chosen = resolve_classes(artifact, classes, templates, cache=False, manifest_limits=True)
+    names, prompts, embeddings = chosen.names, chosen.templates, chosen.embeddings  # embeddings [C, D]
     target = Path(out) if out is not None else artifact.root
     in_place = target.absolute() == artifact.root.absolute()
     new_spec = spec.replace(classes=names, templates=prompts)

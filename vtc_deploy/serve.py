@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from vtc_deploy.errors import BackendUnavailable, ServeError
+from vtc_deploy.errors import BackendUnavailable, ServeError, one_line
 from vtc_deploy.pipeline import Classifier, VideoResult
 from vtc_deploy.serve_front import REQUEST_ID_PARAMETER, Front, check_port_free, free_loopback_ports
 from vtc_deploy.video import DEFAULT_MAX_PIXELS
@@ -435,7 +435,7 @@ def _start(triton: Any) -> None:
     try:
         triton.run()  # bounded by PyTriton's own startup timeouts (120 s for the server, 60 s per model)
     except Exception as exc:
-        raise ServeError(f"Triton Inference Server did not start: {' '.join(str(exc).split())}") from None
+        raise ServeError(f"Triton Inference Server did not start: {one_line(exc)}") from None
 
 
 def _shutdown(triton: Any, deadline: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError
+from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_line
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import uniform_indices
@@ -85,7 +85,7 @@ class StreamSource:
         try:
             self._container: Any = av.open(target, format=fmt, options=options, metadata_errors="ignore")
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"cannot open the stream ({_message(exc)})", path=source) from None
+            raise VideoDecodeError(f"cannot open the stream ({one_line(exc)})", path=source) from None
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError("no video stream", path=source)
@@ -110,15 +110,11 @@ class StreamSource:
                 self.frames_read += 1
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoDecodeError(
-                f"stream failed after {self.frames_read} frames ({_message(exc)})", path=self.name
+                f"stream failed after {self.frames_read} frames ({one_line(exc)})", path=self.name
             ) from None
 
     def close(self) -> None:
         self._container.close()
-
-
-def _message(exc: BaseException) -> str:
-    return " ".join(str(getattr(exc, "strerror", None) or exc).split())[:200]
 
 
 @dataclass
@@ -287,12 +283,10 @@ def run_stream(
     artifact = Artifact.open(model_dir)
     names, class_embeddings = None, None
     if classes is not None:
-        from vtc_deploy.labels import check_templates, resolve_class_names
-        from vtc_deploy.vocab import cached_class_embeddings
+        from vtc_deploy.vocab import resolve_classes
 
-        names = resolve_class_names(classes)
-        prompts = check_templates(templates) if templates else artifact.spec.templates
-        class_embeddings = cached_class_embeddings(artifact, names, prompts)
+        chosen = resolve_classes(artifact, classes, templates)
+        names, class_embeddings = chosen.names, chosen.embeddings
     runner = StreamClassifier(
         artifact, provider=provider, threads=threads, classes=names, class_embeddings=class_embeddings
     )

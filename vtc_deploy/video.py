@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vtc_deploy.errors import VideoDecodeError
+from vtc_deploy.errors import VideoDecodeError, one_line
 
 DecoderName = Literal["auto", "decord", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
@@ -216,11 +216,6 @@ def display_rotation(frame: Any) -> int:
 # --------------------------------------------------------------------------------------------------------- packets
 
 
-def _ffmpeg_message(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())[:200]
-
-
 def _decord_available() -> bool:
     try:
         import decord  # noqa: F401
@@ -297,7 +292,7 @@ class _Source:
             ) from None
         except av.error.FFmpegError as exc:
             self.close()
-            raise VideoDecodeError(f"cannot read video packets ({_ffmpeg_message(exc)})", path=path) from None
+            raise VideoDecodeError(f"cannot read video packets ({one_line(exc)})", path=path) from None
         except (OSError, ValueError, MemoryError) as exc:
             self.close()
             raise VideoDecodeError(f"cannot open video ({exc})", path=path) from None
@@ -491,7 +486,7 @@ class PyAVReader(VideoReader):
             raise
         except (av.error.FFmpegError, OSError, ValueError, MemoryError) as exc:
             self.close()
-            raise VideoDecodeError(f"cannot decode video ({_ffmpeg_message(exc)})", path=path) from None
+            raise VideoDecodeError(f"cannot decode video ({one_line(exc)})", path=path) from None
         self._indexed = plan is not None
         self.info = _make_info(self._src, n, mode, rotation, autorotate)
 
@@ -523,7 +518,7 @@ class PyAVReader(VideoReader):
             take(ctx.decode(None))
         except self._av.error.FFmpegError as exc:
             raise VideoDecodeError(
-                f"cannot decode frame {count} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
+                f"cannot decode frame {count} ({one_line(exc)}); the file is truncated or corrupt",
                 path=self._src.path,
             ) from None
         if count == 0:
@@ -649,7 +644,7 @@ class PyAVReader(VideoReader):
                 out = self._read_sequential(indices)
         except self._av.error.FFmpegError as exc:
             raise VideoDecodeError(
-                f"cannot decode frames at {_short(indices)} ({_ffmpeg_message(exc)}); the file is truncated or corrupt",
+                f"cannot decode frames at {_short(indices)} ({one_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
         return np.stack([out[k] for k in indices])
@@ -781,7 +776,7 @@ class DecordReader(VideoReader):
             self._vr: Any = decord.VideoReader(path, num_threads=max(0, num_threads))
             num_frames = len(self._vr)
         except Exception as exc:  # decord raises RuntimeError / DECORDError with multi-line C++ text
-            raise VideoDecodeError(f"decord cannot open it ({_first_line(exc)})", path=path) from None
+            raise VideoDecodeError(f"decord cannot open it ({one_line(exc)})", path=path) from None
         if num_frames != info.num_frames:
             self._vr = None
             raise VideoDecodeError(
@@ -795,7 +790,7 @@ class DecordReader(VideoReader):
             frames = np.asarray(self._vr.get_batch(indices).asnumpy())
         except Exception as exc:
             raise VideoDecodeError(
-                f"cannot decode frames at {_short(indices)} ({_first_line(exc)}); the file is truncated or corrupt",
+                f"cannot decode frames at {_short(indices)} ({one_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
         return frames
@@ -817,12 +812,6 @@ def _has_leading_pictures(packets: list[_Packet]) -> bool:
 
 def _describe(src: _Source) -> str:
     return f"{src.codec} in {src.format.split(',')[0]}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text[:200]
 
 
 def _short(indices: Sequence[int]) -> str:

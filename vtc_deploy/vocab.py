@@ -1,8 +1,10 @@
 """Open vocabulary without torch: class names -> class embeddings through the artifact's ``text.onnx``.
 
-Owns: ``combine_templates`` (the one rule for several prompt templates: normalise each, average, renormalise; the
-torch-side ``text_classifier`` uses it too), ``TextEncoder`` (tokenizer + ONNX Runtime over ``text.onnx``) and a
-disk cache of class embeddings keyed by the text graph and the prompts.
+Owns: ``resolve_classes`` (the one rule for classes set at run time: ``run --classes``, the Python API's
+``set_classes``, streaming and ``rebake``), ``combine_templates`` (the one rule for several prompt templates:
+normalise each, average, renormalise; the torch-side ``text_classifier`` uses it too), ``TextEncoder`` (tokenizer +
+ONNX Runtime over ``text.onnx``, opened by ``runtimes.ort.open_session``) and a disk cache of class embeddings keyed by
+the text graph and the prompts.
 Imports: numpy, vtc_deploy torch-free modules, onnxruntime lazily. Never torch.
 """
 
@@ -11,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.errors import ArtifactError
-from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, fill_template
+from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
+from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, fill_template, resolve_class_names
+from vtc_deploy.spec import validate_spec
 from vtc_deploy.tokenizer import tokenize
 
 
@@ -42,17 +46,12 @@ class TextEncoder:
                 "the artifact has no text.onnx (exported with --no-text): re-export it to change classes without torch",
                 path=artifact.root,
             )
-        from vtc_deploy.runtimes.ort import import_onnxruntime
+        from vtc_deploy.runtimes.ort import open_session
 
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         self.artifact = artifact
         self.context_length = text.context_length
-        self._session: Any = ort.InferenceSession(
-            str(artifact.root / text.file), sess_options=options, providers=["CPUExecutionProvider"]
+        self._session: Any = open_session(
+            str(artifact.root / text.file), artifact, provider="cpu", threads=threads, role="text"
         )
 
     def encode(self, prompts: Sequence[str], batch: int = 256) -> np.ndarray:
@@ -68,6 +67,41 @@ class TextEncoder:
         templates = check_templates(templates)
         per_template = np.stack([self.encode([fill_template(t, c) for c in classes]) for t in templates])
         return combine_templates(per_template)
+
+
+@dataclass(frozen=True)
+class RuntimeClasses:
+    """Classes chosen at run time: their names, the prompt templates used, and ``float32 [C, D]`` embeddings."""
+
+    names: tuple[str, ...]
+    templates: tuple[str, ...]
+    embeddings: np.ndarray
+
+
+def resolve_classes(
+    artifact: Artifact,
+    classes: str | Path | Iterable[str],
+    templates: Iterable[str] | None = None,
+    *,
+    cache: bool = True,
+    manifest_limits: bool = False,
+) -> RuntimeClasses:
+    """``classes`` (a label file, ``a,b,c`` or names) with ``templates`` (empty or ``None``: the artifact's) encoded by
+    the artifact's ``text.onnx`` (``cache``: through the disk cache). ``manifest_limits``: the new classes and templates
+    must also fit a manifest (``rebake`` writes one), checked before anything is encoded."""
+    names = resolve_class_names(classes if isinstance(classes, (str, Path)) else list(classes))
+    given = list(templates) if templates is not None else []
+    prompts = check_templates(given) if given else artifact.spec.templates
+    if manifest_limits:
+        try:
+            validate_spec(artifact.spec.replace(classes=names, templates=prompts))
+        except ConfigError as exc:
+            raise UsageError(f"the new classes or templates break an artifact limit: {exc}") from None
+    if cache:
+        embeddings = cached_class_embeddings(artifact, names, prompts)
+    else:
+        embeddings = TextEncoder(artifact).class_embeddings(names, prompts)
+    return RuntimeClasses(names, prompts, embeddings)
 
 
 def cached_class_embeddings(
