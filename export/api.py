@@ -26,10 +26,11 @@ from vtc_deploy.artifact import MANIFEST, Artifact, sha256_file
 from vtc_deploy.artifact_writer import ArtifactWriter, write_artifact
 from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ParityError, UsageError, VideoDecodeError
-from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.inputs import artifact_views, graph_feed
 from vtc_deploy.runtimes import create_backend
 from vtc_deploy.spec import (
     ArtifactSpec,
+    ExporterName,
     InputKind,
     ModelSpec,
     Precision,
@@ -40,7 +41,7 @@ from vtc_deploy.spec import (
 )
 from vtc_deploy.staging import atomic_write, check_output_dir
 
-from .onnx_export import ExporterName, export_onnx, export_streaming, export_text
+from .onnx_export import export_onnx, export_streaming, export_text
 from .parity import ParityReport, check_streaming, check_text, run_gate
 from .precision import (
     DEFAULT_INT8_FORM,
@@ -88,7 +89,7 @@ def build_spec(
         frames=cfg.frames,
         classes=model.classes,
         templates=model.templates,
-        logit_scale=float(model.classifier.logit_scale.detach().exp()),
+        logit_multiplier=float(model.classifier.logit_scale.detach().exp()),  # the model holds its log
         input=dataclasses.replace(model.input, kind=input_kind),
         sampling=model.sampling or SamplingSpec(),  # the training rule when the checkpoint records it
         opset=opset,
@@ -326,9 +327,7 @@ def _reduce_precision(
     used = 0
     for path in calib:
         try:
-            views = read_views(
-                path, frames=spec.frames, input_spec=spec.input, rule=spec.sampling.rule, clips=calib_clips
-            )
+            views = artifact_views(path, spec, clips=calib_clips)
         except VideoDecodeError as exc:
             log.warning("calibration: skipped %s", exc)
             continue

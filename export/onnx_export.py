@@ -28,9 +28,8 @@ from torch import nn
 
 from vtc_deploy.errors import ExportError, UsageError, one_line
 from vtc_deploy.model import VideoTextClassifier
-from vtc_deploy.spec import InputSpec
+from vtc_deploy.spec import ExporterName, InputSpec
 
-ExporterName = Literal["auto", "torchscript", "dynamo"]
 INPUT_NAME = "video"
 OUTPUT_NAMES = ("logits", "embedding", "feature_norm")
 EXPORT_BATCH = 2

@@ -40,11 +40,11 @@ import torch
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ParityError, VideoDecodeError
-from vtc_deploy.inputs import graph_feed, read_views
+from vtc_deploy.inputs import artifact_views, graph_feed
 from vtc_deploy.model import VideoTextClassifier
 from vtc_deploy.preprocess import to_float
 from vtc_deploy.runtimes import Backend, GraphOutputs, create_backend
-from vtc_deploy.spec import ArtifactSpec, GateHost, ParitySummary, Precision, check_crops
+from vtc_deploy.spec import ArtifactSpec, GateHost, ParitySummary, Precision
 
 log = logging.getLogger("vtc_deploy.parity")
 
@@ -314,14 +314,7 @@ def run_gate(
     feeds = []
     for path in videos:
         try:
-            views = read_views(
-                path,
-                frames=spec.frames,
-                input_spec=spec.input,
-                rule=spec.sampling.rule,
-                clips=clips,
-                crops=check_crops(crops),
-            )
+            views = artifact_views(path, spec, clips=clips, crops=crops)
         except VideoDecodeError as exc:
             skipped.append(str(exc))
             log.warning("parity: skipped %s", exc)

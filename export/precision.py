@@ -34,7 +34,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -49,9 +49,12 @@ FP16_OPS = ("MatMul", "Gemm", "Conv")
 INT8_OPS = ("MatMul", "Gemm")
 CalibrationMethod = Literal["minmax", "percentile", "entropy"]
 ActivationType = Literal["int8", "uint8"]
-Int8FormName = Literal["qdq", "qdq-uint8", "dynamic"]
+Int8FormName = Literal["dynamic", "qdq", "qdq-uint8"]
 WeightBits = Literal[7, 8]
 LayerNormMode = Literal["fp32", "fp16"]
+CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
+INT8_FORM_NAMES: tuple[Int8FormName, ...] = get_args(Int8FormName)  # the keys of INT8_FORMS, in its order
+WEIGHT_BITS: tuple[WeightBits, ...] = get_args(WeightBits)
 
 
 def in_scope(node: Any, scope: str) -> bool:
@@ -149,7 +152,7 @@ class Int8Form:
     description: str
 
 
-INT8_FORMS: dict[str, Int8Form] = {
+INT8_FORMS: dict[Int8FormName, Int8Form] = {
     "dynamic": Int8Form("dynamic", "uint8", False, "dynamic quantization, uint8 activations per call (CPUs only)"),
     "qdq": Int8Form("static", "int8", True, "static Q/DQ, symmetric int8 activations (TensorRT and CPUs)"),
     "qdq-uint8": Int8Form("static", "uint8", False, "static Q/DQ, asymmetric uint8 activations (CPUs only)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import BackendUnavailable, UsageError
@@ -21,7 +21,7 @@ _REGISTRY = {
     "onnxruntime": ("vtc_deploy.runtimes.ort", "OrtBackend"),
     "tensorrt": ("vtc_deploy.runtimes.trt", "TrtBackend"),
 }
-BACKENDS: tuple[str, ...] = ("auto", *_REGISTRY)
+BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 
 __all__ = ["BACKENDS", "Backend", "GraphOutputs", "TensorInfo", "create_backend"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from vtc_deploy.spec import file_names
 from .base import Backend, GraphOutputs
 
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
+PROVIDER_NAMES: tuple[ProviderName, ...] = get_args(ProviderName)
 PROVIDERS: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -41,7 +41,7 @@ def test_analytic_flops_match_the_published_counts(
         frames=1,
         classes=("a",),
         templates=("{}",),
-        logit_scale=100.0,
+        logit_multiplier=100.0,
     )
     assert analytic_gflops(spec) == pytest.approx(published, rel=0.01)  # per frame, DEPLOY_NOTES.md
     with_head = spec.replace(

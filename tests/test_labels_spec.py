@@ -80,7 +80,7 @@ def _spec(**kw: object) -> ArtifactSpec:
         frames=8,
         classes=("a", "b"),
         templates=("a video of a person {}.",),
-        logit_scale=100.0,
+        logit_multiplier=100.0,
     )
     base.update(kw)
     return ArtifactSpec(**base)  # type: ignore[arg-type]
@@ -94,6 +94,23 @@ def test_manifest_round_trip() -> None:
     again = ArtifactSpec.from_json(spec.to_json())
     assert again == spec
     assert again.input.layout == "BTCHW" and again.classes == ("a", "b")
+
+
+def test_logit_multiplier_is_read_and_written_as_the_manifest_key_logit_scale() -> None:
+    """The multiplier keeps its manifest key (every artifact written so far, the C/C++ reader); only the Python name
+    changed, so that it cannot be taken for the PyTorch model's logit_scale, which is its logarithm."""
+    data = json.loads(_spec().to_json())
+    assert data["logit_scale"] == 100.0 and "logit_multiplier" not in data
+    assert list(data)[:5] == ["model", "frames", "classes", "templates", "logit_scale"]  # the order manifests had
+    assert ArtifactSpec.from_json(json.dumps({**data, "logit_scale": 42.5})).logit_multiplier == 42.5
+    renamed = {("logit_multiplier" if k == "logit_scale" else k): v for k, v in data.items()}
+    with pytest.raises(ArtifactError, match="unknown key.*logit_multiplier"):
+        ArtifactSpec.from_json(json.dumps(renamed))
+    missing = {k: v for k, v in data.items() if k != "logit_scale"}
+    with pytest.raises(ArtifactError, match="manifest: missing key 'logit_scale'"):
+        ArtifactSpec.from_json(json.dumps(missing))
+    with pytest.raises(ArtifactError, match="manifest.logit_scale: expected a number"):
+        ArtifactSpec.from_json(json.dumps({**data, "logit_scale": "100"}))
 
 
 def test_manifest_rejects_unknown_keys_types_and_newer_schema() -> None:

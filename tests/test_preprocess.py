@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vtc_deploy.errors import UsageError
 from vtc_deploy.preprocess import crop_offsets, preprocess_frames, resized_size, to_float
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
@@ -87,5 +88,7 @@ def test_float_path_matches_torchvision_normalize(sampled: dict[str, np.ndarray]
 
 
 def test_rejects_wrong_input() -> None:
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(UsageError, match="uint8"):
         preprocess_frames(np.zeros((2, 10, 10, 3), np.float32), InputSpec())
+    with pytest.raises(UsageError, match="crops must be 1 or 3, got 2"):
+        crop_offsets(300, 224, 224, 2)  # type: ignore[arg-type]

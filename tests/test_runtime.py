@@ -176,7 +176,7 @@ def test_api_arrays_equal_files_and_batching_does_not_matter(artifact: Path, rea
             np.testing.assert_allclose(x.logits, y.logits, atol=1e-4)
         emb = clf.embed(many[:2])
         assert emb.shape == (2, 48) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-        with pytest.raises(UsageError, match="crops 1 or 3"):
+        with pytest.raises(UsageError, match="crops must be 1 or 3, got 2"):  # the C API says the same
             clf.classify(many, crops=2)
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from vtc_deploy.errors import UsageError, VideoDecodeError
 from vtc_deploy.sampling import dense_indices, sample_indices, train_indices, uniform_indices
 
 
@@ -92,7 +93,9 @@ def test_train_dense_window() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="0 frames"):
+    with pytest.raises(VideoDecodeError, match="0 frames"):
         sample_indices(0, 8)
-    with pytest.raises(ValueError, match="unknown sampling rule"):
+    with pytest.raises(UsageError, match="frames \\(0\\) and clips \\(1\\) must be >= 1"):
+        sample_indices(10, 0)
+    with pytest.raises(UsageError, match="unknown sampling rule 'centre'; allowed: uniform, dense"):
         sample_indices(10, 8, rule="centre")  # type: ignore[arg-type]

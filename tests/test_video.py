@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REAL_FACTS
-from vtc_deploy.errors import VideoDecodeError
+from vtc_deploy.errors import UsageError, VideoDecodeError
 from vtc_deploy.inputs import read_views
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
@@ -81,7 +81,7 @@ def test_indices_out_of_range(real_videos: list[Path]) -> None:
 
 
 def test_unknown_decoder_lists_allowed_values(real_videos: list[Path]) -> None:
-    with pytest.raises(ValueError, match="auto, decord, pyav"):
+    with pytest.raises(UsageError, match="auto, decord, pyav"):
         open_video(real_videos[0], decoder="opencv")  # type: ignore[arg-type]
 
 

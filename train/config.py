@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from vtc_deploy.errors import ConfigError, one_line
-from vtc_deploy.spec import Crops, SamplingRule, from_dict
+from vtc_deploy.spec import Crops, HeadKind, SamplingRule, from_dict
+from vtc_deploy.video import DecoderName
 
 CONFIG_SCHEMA_VERSION = 1
 ListFormat = Literal["video", "frames"]
 CropKind = Literal["multiscale", "random-resized", "center"]
-HeadKind = Literal["mean", "transformer"]
 LogitScaleGroup = Literal["clip", "head", "frozen"]
 DecayRule = Literal["all", "no-norm-bias"]
-DecoderChoice = Literal["auto", "decord", "pyav"]
 DataCheck = Literal["exists", "probe"]
 Device = Literal["auto", "cpu", "cuda"]
 PrecisionMode = Literal["amp", "fp32"]
@@ -74,7 +73,7 @@ class DataConfig:
     sampling: SamplingRule = "uniform"  # training: one random frame per segment (TSN); dense: random 128-frame window
     batch_size: int = 32  # clips per process and step (before accumulation)
     workers: int = 4  # DataLoader worker processes per training process (0: decode in the main process)
-    decoder: DecoderChoice = "auto"
+    decoder: DecoderName = "auto"
     check: DataCheck = "exists"  # before training: every file exists (exists) or also opens as a video (probe)
     shots: int = 0  # few-shot: K training videos per class (0: all), drawn with run.seed
 

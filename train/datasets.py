@@ -36,10 +36,10 @@ from vtc_deploy.inputs import read_views
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import sample_indices, train_indices
 from vtc_deploy.spec import Crops, InputSpec, SamplingRule
-from vtc_deploy.video import VideoInfo, VideoReader, open_video
+from vtc_deploy.video import DecoderName, VideoInfo, VideoReader, open_video
 
 from .augment import ClipAugment
-from .config import DataConfig, DecoderChoice, ListFormat
+from .config import DataConfig, ListFormat
 
 log = logging.getLogger("vtc_deploy.train")
 SHOWN = 3  # how many offending entries an error message names
@@ -110,7 +110,7 @@ def check_split(
     classes_source: str,
     fmt: ListFormat,
     probe: bool = False,
-    decoder: DecoderChoice = "auto",
+    decoder: DecoderName = "auto",
     workers: int = 4,
 ) -> None:
     """Everything wrong with a split, found before training starts; one ``DataError`` per kind of problem."""
@@ -158,7 +158,7 @@ def _present(path: str, fmt: ListFormat) -> bool:
         return False
 
 
-def _probe(path: str, decoder: DecoderChoice) -> str:
+def _probe(path: str, decoder: DecoderName) -> str:
     try:
         with open_video(path, decoder=decoder) as reader:
             reader.get_frames_at([0])

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from vtc_deploy.artifact import MANIFEST, PARITY, sha256_file
+from vtc_deploy.artifact import MANIFEST, PARITY, GraphRole, sha256_file
 from vtc_deploy.errors import ExportError
-from vtc_deploy.graph import Role, finalize_onnx
+from vtc_deploy.graph import finalize_onnx
 from vtc_deploy.spec import ArtifactSpec, check_file_name, file_names
 from vtc_deploy.staging import staged_directory
 
@@ -37,17 +37,22 @@ class ArtifactWriter:
         check_file_name(name, name)
         return self.root / name
 
-    def finalize_graph(self, name: str, spec: ArtifactSpec, role: Role = "video") -> None:
-        """Finish the graph ``name`` already written here for ``spec`` (see ``graph.finalize_onnx``)."""
+    def finalize_graph(self, name: str, spec: ArtifactSpec, role: GraphRole = "video") -> None:
+        """Finish the graph ``name`` already written here for ``spec`` (see ``graph.finalize_onnx``). The video graph
+        carries the manifest with the hashes of the other graphs (finalise those first) and no hash of its own."""
+        if role == "video":
+            spec = self.hashed(spec, video=False)
         finalize_onnx(self.path(name), spec, role)
 
     def copy_file(self, source: str | Path, name: str) -> None:
         """Copy a file unchanged (a graph carried over from another artifact)."""
         shutil.copy2(source, self.path(name))
 
-    def hashed(self, spec: ArtifactSpec) -> ArtifactSpec:
-        """``spec`` with the sha256 of every graph it names, read from the files here."""
-        missing = [name for name in file_names(spec).values() if not self.path(name).is_file()]
+    def hashed(self, spec: ArtifactSpec, *, video: bool = True) -> ArtifactSpec:
+        """``spec`` with the sha256 of every graph it names, read from the files here (``video=False``: of every graph
+        but the video graph, whose hash is left empty: the copy of the manifest inside the video graph)."""
+        names = [name for name in file_names(spec).values() if video or name != spec.onnx_file]
+        missing = [name for name in names if not self.path(name).is_file()]
         if missing:
             raise ExportError(f"the manifest names {', '.join(missing)}, not written", path=self.root)
 
@@ -55,7 +60,7 @@ class ArtifactWriter:
             return sha256_file(self.path(name))
 
         return spec.replace(
-            onnx_sha256=digest(spec.onnx_file),
+            onnx_sha256=digest(spec.onnx_file) if video else "",
             text=dataclasses.replace(spec.text, sha256=digest(spec.text.file)) if spec.text else None,
             streaming=(
                 dataclasses.replace(

@@ -13,19 +13,23 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import click
 
 from vtc_deploy.errors import VtcError, one_line
-from vtc_deploy.spec import InputKind, Precision
-from vtc_deploy.video import DecoderName
-
-if TYPE_CHECKING:
-    from vtc_deploy.export.onnx_export import ExporterName
-    from vtc_deploy.export.precision import CalibrationMethod, Int8FormName, WeightBits
-else:
-    ExporterName = str
+from vtc_deploy.export.precision import (  # torch-free: the option values live with the passes
+    CALIBRATION_METHODS,
+    INT8_FORM_NAMES,
+    WEIGHT_BITS,
+    CalibrationMethod,
+    Int8FormName,
+    WeightBits,
+)
+from vtc_deploy.runtimes import BACKENDS
+from vtc_deploy.runtimes.ort import PROVIDER_NAMES
+from vtc_deploy.spec import CROPS, EXPORTERS, INPUT_KINDS, PRECISIONS, ExporterName, InputKind, Precision
+from vtc_deploy.video import DECODERS, DecoderName
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 3
@@ -70,7 +74,7 @@ def cli(quiet: bool, verbose: bool) -> None:
 @click.option(
     "--input",
     "input_kind",
-    type=click.Choice(["uint8", "float"]),
+    type=click.Choice(INPUT_KINDS),
     default="uint8",
     show_default=True,
     help="Graph input: uint8 [B,T,H,W,3] RGB normalised in the graph, or float [B,T,3,H,W] normalised.",
@@ -78,7 +82,7 @@ def cli(quiet: bool, verbose: bool) -> None:
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option(
     "--exporter",
-    type=click.Choice(["auto", "torchscript", "dynamo"]),
+    type=click.Choice(EXPORTERS),
     default="auto",
     show_default=True,
     help="auto: TorchScript exporter for opset <= 17, dynamo for >= 18.",
@@ -89,19 +93,17 @@ def cli(quiet: bool, verbose: bool) -> None:
 @click.option("--videos", multiple=True, help="Real videos for the parity gate (repeatable; files, dirs, @list.txt).")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(PRECISIONS),
     default="fp32",
     show_default=True,
     help="fp16: encoder matrix work in fp16, LayerNorm/softmax/normalise/classifier fp32. int8: Q/DQ on "
     "the encoder's linear layers, calibrated on --calib.",
 )
 @click.option("--calib", multiple=True, help="int8: videos to calibrate on (repeatable; files, dirs, @list.txt).")
-@click.option(
-    "--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True
-)
+@click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True)
 @click.option(
     "--int8-form",
-    type=click.Choice(["dynamic", "qdq", "qdq-uint8"]),
+    type=click.Choice(INT8_FORM_NAMES),
     default="dynamic",
     show_default=True,
     help="int8: dynamic (CPUs, no --calib), qdq (static, symmetric int8 activations: TensorRT and CPUs) or qdq-uint8 "
@@ -109,7 +111,7 @@ def cli(quiet: bool, verbose: bool) -> None:
 )
 @click.option(
     "--int8-weight-bits",
-    type=click.Choice(["7", "8"]),
+    type=click.Choice([str(b) for b in WEIGHT_BITS]),
     default="7",
     show_default=True,
     help="int8 weight range: 7 (|w| <= 64); 8 is refused (ONNX Runtime's x86 kernels saturate without VNNI).",
@@ -162,7 +164,7 @@ def export(
         frames=frames,
         input_kind=cast(InputKind, input_kind),  # click.Choice has checked it
         opset=opset,
-        exporter=cast(ExporterName, exporter),
+        exporter=cast("ExporterName", exporter),
         force=force,
         verify=verify,
         videos=expand_inputs(list(videos)),
@@ -190,14 +192,14 @@ def export(
 @click.option("--clip", "clip_", default=None, help="Base CLIP weights, if they moved since the export.")
 @click.option(
     "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt"]),
+    type=click.Choice([b for b in BACKENDS if b != "auto"]),
     default="onnxruntime",
     show_default=True,
     help="The engine checked against PyTorch (tensorrt: on this GPU, building the engine if needed).",
 )
 @click.option(
     "--provider",
-    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    type=click.Choice([p for p in PROVIDER_NAMES if p != "auto"]),
     default="cpu",
     show_default=True,
     help="ONNX Runtime execution provider.",
@@ -241,12 +243,14 @@ def verify(
 )
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--clips", type=click.IntRange(1), default=None, help="Temporal clips per video (default 1).")
-@click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Spatial crops per clip (default 1).")
+@click.option(
+    "--crops", type=click.Choice([str(c) for c in CROPS]), default=None, help="Spatial crops per clip (default 1)."
+)
 @click.option("--batch", type=click.IntRange(1), default=4, show_default=True, help="Clips per inference call.")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Decoding threads.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="Inference threads (0: the backend decides).")
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--decoder", type=click.Choice(DECODERS), default="auto", show_default=True)
 @click.option(
     "--autorotate/--no-autorotate",
     default=True,
@@ -556,10 +560,10 @@ def bench(
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--clips", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--crops", type=click.Choice([str(c) for c in CROPS]), default="1", show_default=True)
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True, help="Requests per dynamic batch.")
 @click.option(
     "--max-queue",

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from vtc_deploy.artifact import GraphRole
 from vtc_deploy.errors import ExportError, one_line
 from vtc_deploy.spec import CLASS_EMBEDDINGS_TENSOR, ONNX_METADATA_KEY, ArtifactSpec
 
-Role = Literal["video", "text", "frames", "head"]
 
-
-def finalize_onnx(path: Path, spec: ArtifactSpec, role: Role = "video") -> None:
+def finalize_onnx(path: Path, spec: ArtifactSpec, role: GraphRole = "video") -> None:
     """Pin the output widths, name the class-embedding constant (video and head graphs), embed metadata (the manifest
     JSON under ``vtc_deploy.spec`` in the video graph, merging other properties), save, and run ``onnx.checker`` with
     full shape inference."""

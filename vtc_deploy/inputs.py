@@ -1,7 +1,8 @@
 """From a video (file or frames in memory) to the graph's input views: decode -> sample -> preprocess.
 
 Owns: ``read_views``, the one composition of ``video``, ``sampling`` and ``preprocess`` used by the runtime, the
-exporter's parity gate and evaluation; and ``graph_feed`` (uint8 views as they are, or the normalised float layout for
+exporter's parity gate and evaluation; ``artifact_views`` (the same with an artifact's frames, input and sampling
+rule: the runtime, the parity gate and int8 calibration feed a graph alike); and ``graph_feed`` (uint8 views as they are, or the normalised float layout for
 ``--input float`` graphs).
 Imports: numpy, vtc_deploy torch-free modules.
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import sample_indices
-from vtc_deploy.spec import Crops, InputSpec, SamplingRule
+from vtc_deploy.spec import ArtifactSpec, Crops, InputSpec, SamplingRule, check_crops
 from vtc_deploy.video import (
     DEFAULT_MAX_PIXELS,
     ArrayVideo,
@@ -81,6 +83,21 @@ def read_views(
     s = input_spec.size
     video = views.reshape(crops * clips, frames, s, s, 3)  # [V, T, S, S, 3], crop-major
     return Views(name=name or reader.info.path, video=video, indices=indices, info=reader.info)
+
+
+def artifact_views(source: VideoSource, spec: ArtifactSpec, *, clips: int = 1, crops: int = 1, **options: Any) -> Views:
+    """``read_views`` with what the manifest fixes (frames, input, sampling rule and window); ``crops`` is checked
+    (``check_crops``); ``options``: ``decoder``, ``threads``, ``max_pixels``, ``autorotate``, ``name``."""
+    return read_views(
+        source,
+        frames=spec.frames,
+        input_spec=spec.input,
+        rule=spec.sampling.rule,
+        clips=clips,
+        crops=check_crops(crops),
+        window=spec.sampling.window,
+        **options,
+    )
 
 
 def graph_feed(views: np.ndarray, input_spec: InputSpec) -> np.ndarray:

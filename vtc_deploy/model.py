@@ -17,15 +17,15 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vtc_deploy.errors import ConfigError
+from vtc_deploy.spec import HeadKind
 
-HeadKind = Literal["mean", "transformer"]
 POSITION_EMBEDDINGS = 77  # Text4Vis sizes the frame position table like CLIP's text context
 
 

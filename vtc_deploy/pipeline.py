@@ -26,7 +26,7 @@ import numpy as np
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import UsageError, VtcError
-from vtc_deploy.inputs import VideoSource, graph_feed, read_views, source_name
+from vtc_deploy.inputs import VideoSource, artifact_views, graph_feed, source_name
 from vtc_deploy.runtimes import Backend, create_backend
 from vtc_deploy.spec import ArtifactSpec, check_crops
 from vtc_deploy.video import DecoderName, VideoInfo
@@ -203,7 +203,8 @@ class Classifier:
         spec = self.spec
         clips = spec.sampling.clips if clips is None else clips
         crops = spec.sampling.crops if crops is None else crops
-        if clips < 1 or crops not in (1, 3) or batch < 1 or workers < 1 or topk < 1:
+        crops = check_crops(crops)
+        if clips < 1 or batch < 1 or workers < 1 or topk < 1:
             raise UsageError(
                 f"need clips >= 1, crops 1 or 3, batch >= 1, workers >= 1, topk >= 1 "
                 f"(got clips={clips}, crops={crops}, batch={batch}, workers={workers}, topk={topk})"
@@ -214,14 +215,11 @@ class Classifier:
             source = sources[position]
             name = source_name(source, position)
             try:
-                views = read_views(
+                views = artifact_views(
                     source,
-                    frames=spec.frames,
-                    input_spec=spec.input,
-                    rule=spec.sampling.rule,
+                    spec,
                     clips=clips,
-                    crops=check_crops(crops),
-                    window=spec.sampling.window,
+                    crops=crops,
                     decoder=decoder,
                     autorotate=autorotate,
                     name=name,
@@ -293,7 +291,7 @@ class Classifier:
             np.stack([o[1] for o in outputs]), np.stack([o[2] for o in outputs]), np.array([o[3] for o in outputs])
         )
         if self._class_embeddings is not None:  # classes changed at run time: score against them instead
-            logits = (self.spec.logit_scale * (self._class_embeddings @ embedding)).astype(np.float32)
+            logits = (self.spec.logit_multiplier * (self._class_embeddings @ embedding)).astype(np.float32)
         prepared = pending.prepared
         return VideoResult(
             video=prepared.name,

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from vtc_deploy.spec import Crops, InputSpec
+from vtc_deploy.errors import UsageError
+from vtc_deploy.spec import Crops, InputSpec, check_crops
 
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC}
 
@@ -38,18 +39,16 @@ def crop_offsets(width: int, height: int, size: int, crops: Crops) -> list[tuple
     ``GroupFullResSample`` without flips -- left, right, centre at ``(0, 2h)``, ``(4w, 2h)``, ``(2w, 2h)`` with
     ``w = (W - size) // 4`` and ``h = (H - size) // 4``.
     """
-    if crops == 1:
+    if check_crops(crops) == 1:  # the one crop-count check (UsageError)
         return [(round((width - size) / 2.0), round((height - size) / 2.0))]  # Python rounds half to even
-    if crops == 3:
-        w_step, h_step = (width - size) // 4, (height - size) // 4
-        return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]
-    raise ValueError(f"crops must be 1 or 3, got {crops}")
+    w_step, h_step = (width - size) // 4, (height - size) // 4
+    return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]
 
 
 def preprocess_frames(frames: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
     """Decoded RGB frames ``uint8 [N, H, W, 3]`` -> ``uint8 [crops, N, size, size, 3]``."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}")
+        raise UsageError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}")
     n, height, width, _ = frames.shape
     size = spec.size
     new_size = resized_size(width, height, spec.resize)

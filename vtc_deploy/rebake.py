@@ -53,17 +53,17 @@ def rebake(
     in_place = target.absolute() == artifact.root.absolute()
     new_spec = spec.replace(classes=names, templates=prompts)
     with write_artifact(target, force=force or in_place) as writer:
-        graphs = [spec.onnx_file] + ([spec.streaming.head_file] if spec.streaming else [])
-        for name in graphs:
-            model = onnx.load(str(artifact.root / name))
-            replace_class_embeddings(model, embeddings)
-            onnx.save(model, str(writer.path(name)))
-            writer.finalize_graph(name, new_spec, role="video" if name == spec.onnx_file else "head")
         copied = [spec.text.file] if spec.text else []
         if spec.streaming:
             copied.append(spec.streaming.frames_file)
         for name in copied:
             writer.copy_file(artifact.root / name, name)
+        graphs = ([spec.streaming.head_file] if spec.streaming else []) + [spec.onnx_file]  # the video graph last
+        for name in graphs:
+            model = onnx.load(str(artifact.root / name))
+            replace_class_embeddings(model, embeddings)
+            onnx.save(model, str(writer.path(name)))
+            writer.finalize_graph(name, new_spec, role="video" if name == spec.onnx_file else "head")
         what = (
             f"rebaked from {artifact.root} with {len(names)} classes (was {spec.num_classes}), "
             f"templates {list(prompts)}: the visual graph is unchanged and the class embeddings come from "

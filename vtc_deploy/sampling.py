@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from vtc_deploy.spec import SAMPLING_DESCRIPTIONS, SamplingRule
+from vtc_deploy.errors import UsageError, VideoDecodeError
+from vtc_deploy.spec import SAMPLING_DESCRIPTIONS, SAMPLING_RULES, SamplingRule
 
 DENSE_WINDOW = 128
 
 
 def _check(num_frames: int, frames: int, clips: int = 1) -> None:
     if num_frames < 1:
-        raise ValueError(f"cannot sample from a video with {num_frames} frames")
+        raise VideoDecodeError(f"cannot sample from a video with {num_frames} frames")
     if frames < 1 or clips < 1:
-        raise ValueError(f"frames ({frames}) and clips ({clips}) must be >= 1")
+        raise UsageError(f"frames ({frames}) and clips ({clips}) must be >= 1")
 
 
 def uniform_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:
@@ -58,7 +59,7 @@ def sample_indices(
         return uniform_indices(num_frames, frames, clips)
     if rule == "dense":
         return dense_indices(num_frames, frames, clips, window)
-    raise ValueError(f"unknown sampling rule {rule!r}; allowed: uniform, dense")
+    raise UsageError(f"unknown sampling rule {rule!r}; allowed: {', '.join(SAMPLING_RULES)}")
 
 
 def train_indices(
@@ -77,7 +78,7 @@ def train_indices(
         stride = max(1, window // frames)
         return (np.arange(frames, dtype=np.int64) * stride + start) % num_frames
     if rule != "uniform":
-        raise ValueError(f"unknown sampling rule {rule!r}; allowed: uniform, dense")
+        raise UsageError(f"unknown sampling rule {rule!r}; allowed: {', '.join(SAMPLING_RULES)}")
     if num_frames <= frames:
         extra = rng.integers(num_frames, size=frames - num_frames)
         return np.sort(np.concatenate([np.arange(num_frames), extra])).astype(np.int64)

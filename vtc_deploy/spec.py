@@ -6,6 +6,11 @@ values outside a ``Literal`` and a newer ``schema_version`` are errors -- and ``
 validation step that bounds what a manifest from elsewhere may make a runtime read or allocate.
 Imports: the standard library only (torch-free).
 
+Names: ``ArtifactSpec.logit_multiplier`` is the multiplier applied to cosines (e.g. 100), read from and written to the
+manifest key ``logit_scale`` (the key every artifact has; the C/C++ runtime reads it too); the PyTorch model's
+``logit_scale`` is its logarithm. Each string choice is one ``Literal`` here or in the module that owns it, with its
+values as a tuple (``get_args``) for option parsers.
+
 Limits on a manifest (the C/C++ runtime applies the same rules and numbers; the constants below are the one place):
 
 - ``manifest.json`` is at most ``MAX_MANIFEST_BYTES`` (16 MiB), checked by size before it is read or parsed.
@@ -34,10 +39,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from vtc_deploy.errors import ArtifactError, ConfigError
+from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
 
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "vtc_deploy.spec"
+JSON_KEY = "json"  # dataclass field metadata: the JSON key of a field whose Python name differs
 CLASS_EMBEDDINGS_TENSOR = "vtc.class_embeddings"  # the classifier constant [D, C] in model.onnx and head.onnx
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -58,15 +64,23 @@ SamplingRule = Literal["uniform", "dense"]
 Precision = Literal["fp32", "fp16", "int8"]
 HeadKind = Literal["mean", "transformer"]
 Crops = Literal[1, 3]
+ExporterName = Literal["auto", "torchscript", "dynamo"]  # the option; the manifest's ``exporter``: which one ran
+EXPORTERS: tuple[ExporterName, ...] = get_args(ExporterName)
+INPUT_KINDS: tuple[InputKind, ...] = get_args(InputKind)
+SAMPLING_RULES: tuple[SamplingRule, ...] = get_args(SamplingRule)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+HEAD_KINDS: tuple[HeadKind, ...] = get_args(HeadKind)
+CROPS: tuple[Crops, ...] = get_args(Crops)
 
 
 def check_crops(crops: int) -> Crops:
-    """``crops`` as the ``Crops`` literal (1 or 3), or a ``ConfigError`` naming the allowed values."""
+    """``crops`` as the ``Crops`` literal (1 or 3), or a ``UsageError`` naming the allowed values: the one check of a
+    crop count given at run time (the manifest's own is checked as its ``Literal``)."""
     if crops == 1:
         return 1
     if crops == 3:
         return 3
-    raise ConfigError(f"crops must be 1 or 3, got {crops}")
+    raise UsageError(f"crops must be 1 or 3, got {crops}")
 
 
 @dataclass(frozen=True)
@@ -226,7 +240,9 @@ class ArtifactSpec:
     frames: int
     classes: tuple[str, ...]
     templates: tuple[str, ...]
-    logit_scale: float  # the multiplier exp(logit_scale) applied to cosines
+    # the multiplier applied to cosines (e.g. 100): manifest key "logit_scale" (kept, so that every artifact reads);
+    # the PyTorch model's logit_scale is its logarithm
+    logit_multiplier: float = dataclasses.field(metadata={JSON_KEY: "logit_scale"})
     input: InputSpec = InputSpec()
     sampling: SamplingSpec = SamplingSpec()
     view_aggregation: Literal["mean-feature"] = "mean-feature"  # Text4Vis: average fused features, normalise, score
@@ -256,7 +272,8 @@ class ArtifactSpec:
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        keys = {f.name: f.metadata.get(JSON_KEY, f.name) for f in dataclasses.fields(self)}
+        return {keys[k]: v for k, v in _to_jsonable(dataclasses.asdict(self)).items()}
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -353,7 +370,7 @@ def validate_spec(spec: ArtifactSpec) -> None:
     _check_range(spec.input.resize, "manifest.input.resize", spec.input.size, MAX_RESIZE)
     _check_range(spec.sampling.clips, "manifest.sampling.clips", 1, MAX_CLIPS)
     _check_range(spec.model.embed_dim, "manifest.model.embed_dim", 1)
-    _check_range(spec.logit_scale, "manifest.logit_scale", 0, low_open=True)
+    _check_range(spec.logit_multiplier, "manifest.logit_scale", 0, low_open=True)
     for i, (mean, std) in enumerate(zip(spec.input.mean, spec.input.std, strict=True)):
         _check_range(mean, f"manifest.input.mean[{i}]", -math.inf)
         _check_range(std, f"manifest.input.std[{i}]", 0, low_open=True)
@@ -386,7 +403,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be an object, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.metadata.get(JSON_KEY, f.name): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
@@ -396,7 +413,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{where}: missing key {name!r}")
             continue
-        kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+        kwargs[f.name] = _convert(hints[f.name], data[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
     except TypeError as exc:

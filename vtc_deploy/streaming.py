@@ -250,7 +250,7 @@ class StreamClassifier:
         logits, embedding, _ = self._head.run(None, {"frame_embeddings": feats})
         logit_row, emb_row = logits[0], embedding[0]
         if self._class_embeddings is not None:
-            logit_row = (self.artifact.spec.logit_scale * (self._class_embeddings @ emb_row)).astype(np.float32)
+            logit_row = (self.artifact.spec.logit_multiplier * (self._class_embeddings @ emb_row)).astype(np.float32)
         self.windows += 1
         return WindowResult(
             source.name,

@@ -59,14 +59,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from vtc_deploy.errors import VideoDecodeError, one_line
+from vtc_deploy.errors import UsageError, VideoDecodeError, one_line
 
 DecoderName = Literal["auto", "decord", "pyav"]
-DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
+DECODERS: tuple[DecoderName, ...] = get_args(DecoderName)
 DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD; one decoded frame of that size is 100 MB
 MAX_FRAMES = 10_000_000
 PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larger streams are demuxed again
@@ -185,7 +185,7 @@ def open_video(
     ``autorotate``: apply the file's display rotation (90/180/270) so that frames come out upright.
     """
     if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        raise UsageError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     path_str = str(path)
     if decoder == "decord":
         if not _decord_available():
