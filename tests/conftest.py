@@ -28,6 +28,20 @@ TINY_CLIP = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
     "quick_gelu": True,
 }
+
+
+def register_tiny_clip(folder: Path, name: str, cfg: dict | None = None) -> str:
+    """Register ``cfg`` (default ``TINY_CLIP``) with open_clip as ``name``; returns ``NAME:random`` (no download)."""
+    import json
+
+    import open_clip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(cfg or TINY_CLIP))
+    open_clip.add_model_config(folder)
+    return f"{name}:random"
+
+
 TINY_OPENAI = {
     "embed_dim": 48,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32},

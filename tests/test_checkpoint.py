@@ -3,7 +3,6 @@ open_clip NAME:TAG, and ours -- and refusing what is unsafe or does not fit."""
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_CLIP, TINY_OPENAI, tiny_clip_model
+from tests.conftest import TINY_OPENAI, register_tiny_clip, tiny_clip_model
 from vtc_deploy.checkpoint import load_model, save_checkpoint
 from vtc_deploy.errors import CheckpointError, DownloadError, UsageError
 
@@ -89,13 +88,7 @@ def test_torchscript_archive_imports_like_the_state_dict(tiny_openai_file: Path,
 
 
 def test_named_open_clip_config_random_and_local_weights(tmp_path: Path) -> None:
-    import open_clip
-
-    cfg_dir = tmp_path / "configs"
-    cfg_dir.mkdir()
-    (cfg_dir / "vtc-tiny-test.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(cfg_dir)
-    m = load_model("vtc-tiny-test:random", classes="ucf101", frames=4)
+    m = load_model(register_tiny_clip(tmp_path / "configs", "vtc-tiny-test"), classes="ucf101", frames=4)
     assert m.config.architecture == "vtc-tiny-test" and m.config.weights == "random init (seed 0)"
     weights = tmp_path / "w.bin"
     torch.save(m.clip.state_dict(), weights)

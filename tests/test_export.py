@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ExportError, ParityError
@@ -30,12 +30,7 @@ from vtc_deploy.spec import ONNX_METADATA_KEY, ArtifactSpec
 @pytest.fixture(scope="module")
 def named_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An open_clip model config registered by name: the zero-shot NAME:TAG route with no download."""
-    import open_clip
-
-    cfg_dir = tmp_path_factory.mktemp("cfg")
-    (cfg_dir / "vtc-tiny-export.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(cfg_dir)
-    return "vtc-tiny-export:random"
+    return register_tiny_clip(tmp_path_factory.mktemp("cfg"), "vtc-tiny-export")
 
 
 def _kinds(official_ckpt: Path, tiny_openai_file: Path, ours_ckpt: Path, named_tiny: str) -> dict[str, dict]:

@@ -22,7 +22,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import MANIFEST, Artifact
 from vtc_deploy.checkpoint import load_model, save_checkpoint
 from vtc_deploy.cpuinfo import _proc_cpuinfo, cpu_facts, isa_class
@@ -76,11 +76,7 @@ print(cpu_facts().isa)
 
 @pytest.fixture(scope="module", autouse=True)
 def _register(tmp_path_factory: pytest.TempPathFactory) -> None:
-    import open_clip
-
-    d = tmp_path_factory.mktemp("isa-cfg")
-    (d / "vtc-tiny-isa.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(d)
+    register_tiny_clip(tmp_path_factory.mktemp("isa-cfg"), "vtc-tiny-isa")
 
 
 def _python() -> str:

@@ -3,14 +3,13 @@ are where the issue wants them; LayerNorm in fp16 is measurably worse; TensorRT-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import TINY_CLIP, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
@@ -25,11 +24,7 @@ CKPT = "vtc-tiny-prec:random"  # float32 random weights (not fp16-exact), regist
 
 @pytest.fixture(scope="module", autouse=True)
 def _register(tmp_path_factory: pytest.TempPathFactory) -> None:
-    import open_clip
-
-    d = tmp_path_factory.mktemp("prec-cfg")
-    (d / "vtc-tiny-prec.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(d)
+    register_tiny_clip(tmp_path_factory.mktemp("prec-cfg"), "vtc-tiny-prec")
 
 
 @pytest.fixture(scope="module")
@@ -171,22 +166,28 @@ def test_int8_forms_pass_the_gate(form: str, gate_videos: list[str], calib_video
     assert spec.parity is not None and spec.parity.host is not None and spec.parity.host.isa
 
 
-def test_int8_uint8_qdq_form_structure(calib_videos: list[str], tmp_path: Path) -> None:
-    """The static uint8 form (CPUs only); on the tiny random model its gate is close to the threshold, so only its
-    structure is checked here (the benchmark reports its gate on ViT-B/32)."""
-    result = export_artifact(
+@pytest.fixture(scope="module")
+def uint8_qdq(tmp_path_factory: pytest.TempPathFactory, calib_videos: list[str]) -> Path:
+    """The static uint8 form (CPUs only), exported without the gate: on the tiny random model its gate is close to the
+    threshold (the benchmark reports its gate on ViT-B/32)."""
+    out = tmp_path_factory.mktemp("prec") / "u8"
+    export_artifact(
         CKPT,
         classes="ucf101",
         frames=4,
-        out=tmp_path / "a",
+        out=out,
         precision="int8",
         calib=calib_videos,
         int8_form="qdq-uint8",
         verify=False,
     )
-    q = result.spec.quantization
+    return out
+
+
+def test_int8_uint8_qdq_form_structure(uint8_qdq: Path) -> None:
+    q = Artifact.open(uint8_qdq).spec.quantization
     assert q is not None and q.form == "qdq-uint8" and q.activations == "uint8" and q.weight_bits == 7
-    _int8_structure(tmp_path / "a", "qdq-uint8")
+    _int8_structure(uint8_qdq, "qdq-uint8")
 
 
 def test_cli_offers_the_int8_forms_of_the_exporter() -> None:
@@ -208,40 +209,17 @@ def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
         export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="int4")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="only used with --precision int8"):
         export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="fp16", calib=gate_videos)
-    proc = run_cli(
-        "export",
-        "--ckpt",
-        "ViT-B-32:random",
-        "--classes",
-        "ucf101",
-        "--out",
-        str(tmp_path / "b"),
-        "--precision",
-        "int8",
-        "--int8-form",
-        "qdq",
-    )
-    assert_one_line_error(proc, "--calib")
-    proc = run_cli(
-        "export",
-        "--ckpt",
-        "ViT-B-32:random",
-        "--classes",
-        "ucf101",
-        "--out",
-        str(tmp_path / "b"),
-        "--precision",
-        "int8",
-        "--int8-weight-bits",
-        "8",
-    )
-    assert_one_line_error(proc, "8-bit int8 weights are not ISA-independent", "VNNI")
+    cli_cases = [
+        (["--int8-form", "qdq"], ["--calib"]),
+        (["--int8-weight-bits", "8"], ["8-bit int8 weights are not ISA-independent", "VNNI"]),
+    ]
+    for options, needles in cli_cases:
+        export = ["export", "--ckpt", "ViT-B-32:random", "--classes", "ucf101", "--out", str(tmp_path / "b")]
+        assert_one_line_error(run_cli(*export, "--precision", "int8", *options), *needles)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_tensorrt_paths_fail_cleanly_without_a_gpu(
-    gate_videos: list[str], calib_videos: list[str], tmp_path: Path
-) -> None:
+def test_tensorrt_paths_fail_cleanly_without_a_gpu(gate_videos: list[str], uint8_qdq: Path, tmp_path: Path) -> None:
     export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "a", verify=False)
     assert create_backend("auto", Artifact.open(tmp_path / "a")).name == "onnxruntime"
     assert_one_line_error(run_cli("build-engine", str(tmp_path / "a")), "TensorRT is not installed")
@@ -249,18 +227,8 @@ def test_tensorrt_paths_fail_cleanly_without_a_gpu(
         run_cli("run", "--model", str(tmp_path / "a"), "--backend", "tensorrt", gate_videos[0]),
         "TensorRT is not installed",
     )
-    export_artifact(
-        CKPT,
-        classes="ucf101",
-        frames=4,
-        out=tmp_path / "u8",
-        precision="int8",
-        calib=calib_videos,
-        int8_form="qdq-uint8",
-        verify=False,
-    )
     with pytest.raises(ArtifactError, match="symmetric int8"):
-        build_engine(Artifact.open(tmp_path / "u8"))
+        build_engine(Artifact.open(uint8_qdq))
 
 
 def test_engine_profile_and_cache_key() -> None:

@@ -20,25 +20,16 @@ import pytest
 
 from vtc_deploy.export import export_artifact
 from vtc_deploy.pipeline import Classifier
+from vtc_deploy.serve_front import descendants, free_loopback_ports
 
 pytest.importorskip("tritonclient.grpc", reason="serving tests need the serve extra (tritonclient)")
 grpc = pytest.importorskip("tritonclient.grpc")
 http = pytest.importorskip("tritonclient.http")
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_server(artifact: Path, log: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     """``vtc-deploy serve`` in a subprocess on free loopback ports, returned once /v2/health/ready answers 200."""
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_loopback_ports(3)
     with log.open("w") as fh:
         proc = subprocess.Popen(
             [
@@ -218,7 +209,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_video
 
 def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
     proc = server["proc"]
-    children = _descendants(proc.pid)
+    children = descendants(proc.pid)
     assert len(children) >= 3  # tritonserver and a backend stub per model
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
@@ -230,29 +221,10 @@ def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
 # --- start, stop and refuse: each test starts its own server --------------------------------------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        out += children
-        todo += children
-    return out
-
-
 def _tree_rss_mb(pid: int) -> float:
     """Resident memory of the server process and every process below it (tritonserver, backend stubs)."""
     total = 0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -353,7 +325,7 @@ def test_signal_under_load_drains_and_leaves_nothing(
     for t in threads:
         t.start()
     assert answered.wait(120), outcomes
-    children = _descendants(server["proc"].pid)
+    children = descendants(server["proc"].pid)
     start = time.monotonic()
     server["proc"].send_signal(sig)
     rc = server["proc"].wait(timeout=10 + 5)  # the drain deadline, plus the interpreter's own exit
@@ -438,7 +410,7 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
 
 @pytest.mark.parametrize("taken", ["http", "grpc", "metrics"])
 def test_taken_port_is_a_one_line_error(artifact: Path, taken: str) -> None:
-    ports = dict(zip(("http", "grpc", "metrics"), _free_ports(3), strict=True))
+    ports = dict(zip(("http", "grpc", "metrics"), free_loopback_ports(3), strict=True))
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", ports[taken]))
         blocker.listen()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_CLIP, run_cli
+from tests.conftest import register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.export import export_artifact
@@ -24,11 +24,7 @@ CKPT = "vtc-tiny-trt:random"
 
 @pytest.fixture(scope="module", autouse=True)
 def _register(tmp_path_factory: pytest.TempPathFactory) -> None:
-    import open_clip
-
-    d = tmp_path_factory.mktemp("trt-cfg")
-    (d / "vtc-tiny-trt.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(d)
+    register_tiny_clip(tmp_path_factory.mktemp("trt-cfg"), "vtc-tiny-trt")
 
 
 @pytest.fixture(scope="module")

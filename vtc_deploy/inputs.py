@@ -2,8 +2,8 @@
 
 Owns: ``read_views``, the one composition of ``video``, ``sampling`` and ``preprocess`` used by the runtime, the
 exporter's parity gate and evaluation; ``artifact_views`` (the same with an artifact's frames, input and sampling
-rule: the runtime, the parity gate and int8 calibration feed a graph alike); and ``graph_feed`` (uint8 views as they are, or the normalised float layout for
-``--input float`` graphs).
+rule: the runtime, the parity gate and int8 calibration feed a graph alike); and ``graph_feed`` (uint8 views as they
+are, or the normalised float layout for ``--input float`` graphs).
 Imports: numpy, vtc_deploy torch-free modules.
 
 View order: ``V = crops * clips`` views, crop-major (view ``c * clips + k`` is crop ``c`` of clip ``k``), the order of

@@ -43,7 +43,7 @@ import numpy as np
 
 from vtc_deploy.errors import BackendUnavailable, ServeError, one_line
 from vtc_deploy.pipeline import Classifier, VideoResult
-from vtc_deploy.serve_front import REQUEST_ID_PARAMETER, Front, check_port_free, free_loopback_ports
+from vtc_deploy.serve_front import REQUEST_ID_PARAMETER, Front, check_port_free, descendants, free_loopback_ports
 from vtc_deploy.video import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("vtc_deploy.serve")
@@ -270,39 +270,17 @@ def _set_child_subreaper() -> None:
     _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        out += children
-        todo += children
-    return out
-
-
 def _stop_descendants(deadline: float) -> list[int]:
     """SIGTERM every descendant still alive, SIGKILL what is left at ``deadline``; returns the pids killed."""
-    pids = _descendants(os.getpid())
+    pids = descendants(os.getpid())
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        while time.monotonic() < deadline and _descendants(os.getpid()):
+        while time.monotonic() < deadline and descendants(os.getpid()):
             _reap()
             time.sleep(0.05)
-        pids = _descendants(os.getpid())
+        pids = descendants(os.getpid())
         if not pids:
             break
         deadline = time.monotonic() + 1.0

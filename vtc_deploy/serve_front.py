@@ -1,7 +1,8 @@
 """The front of ``vtc-deploy serve``: the public HTTP and gRPC listeners, in this process, in front of a Triton
 Inference Server that listens on loopback ports of its own (torch-free).
 
-Owns: ``Front`` (both listeners, readiness, draining), ``RequestCheck`` and the request checks done before Triton
+Owns: ``Front`` (both listeners, readiness, draining), the process helpers the server, its tests and its benchmark share
+(``free_loopback_ports``, ``descendants``), ``RequestCheck`` and the request checks done before Triton
 sees a byte: the size limit (read from ``Content-Length`` and the gRPC message-length prefix, so an oversized
 upload is refused before its payload is buffered), empty tensors (a dimension of 0) and the request id, which is
 passed on to the models as the request parameter ``vtc_request_id`` so that their errors can name it.
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vtc_deploy.errors import ServeError
@@ -54,6 +56,28 @@ def free_loopback_ports(n: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
 
 
 # --- protobuf wire format: just enough of inference.ModelInferRequest to read its id and input shapes -----------
