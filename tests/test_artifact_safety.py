@@ -551,3 +551,51 @@ def test_rebake_refuses_classes_beyond_the_limits(artifact: Path, tmp_path: Path
     with pytest.raises(UsageError, match=r"manifest\.classes: 100001 entries; allowed 1\.\.100000"):
         rebake(artifact, classes=names, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_atomic_write_replaces_the_whole_file_or_nothing(tmp_path: Path) -> None:
+    from vtc_deploy.staging import atomic_write
+
+    target = tmp_path / "new" / "manifest.json"
+    atomic_write(target, "one\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "one\n" and target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "one\n" and sorted(target.parent.iterdir()) == [target]  # no temporary left
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+
+
+def test_artifact_writer_hashes_every_graph_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    from vtc_deploy.artifact_writer import ArtifactWriter
+    from vtc_deploy.errors import ExportError
+    from vtc_deploy.spec import ModelSpec, StreamingSpec
+
+    spec = ArtifactSpec(
+        model=ModelSpec("tiny", "random", 32, "mean"),
+        frames=4,
+        classes=("a", "b"),
+        templates=("a video of {}.",),
+        logit_multiplier=100.0,
+        streaming=StreamingSpec(),
+    )
+    writer = ArtifactWriter(tmp_path)
+    for i, name in enumerate(("model.onnx", "frames.onnx")):
+        writer.path(name).write_bytes(bytes([i]) * 10)
+    with pytest.raises(ExportError, match="names head.onnx, not written"):
+        writer.write_manifest(spec)
+    writer.path("head.onnx").write_bytes(b"head")
+    assert writer.hashed(spec, video=False).onnx_sha256 == ""  # the copy inside model.onnx cannot hold its own hash
+    written = writer.write_manifest(spec)
+    assert written.onnx_sha256 == hashlib.sha256(bytes([0]) * 10).hexdigest()
+    assert written.streaming is not None and written.streaming.head_sha256 == hashlib.sha256(b"head").hexdigest()
+    assert ArtifactSpec.from_json((tmp_path / "manifest.json").read_text()) == written
+    with pytest.raises(ConfigError, match="not a plain file name"):
+        writer.path("../outside.onnx")

@@ -10,9 +10,7 @@ Imports: torch, numpy, vtc_deploy.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 
 from vtc_deploy.checkpoint import read_checkpoint_file
 from vtc_deploy.errors import CheckpointError
+from vtc_deploy.staging import atomic_write
 
 STATE_FORMAT = "vtc-deploy-train-state"
 STATE_VERSION = 1
@@ -61,16 +60,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_state(path: Path, payload: dict[str, Any]) -> Path:
     """Write a resume checkpoint atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": STATE_FORMAT, "format_version": STATE_VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    state = {"format": STATE_FORMAT, "format_version": STATE_VERSION, **payload}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path) -> dict[str, Any]:

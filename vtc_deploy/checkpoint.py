@@ -24,7 +24,6 @@ import dataclasses
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -48,6 +47,7 @@ from vtc_deploy.spec import (
     SamplingSpec,
     from_dict,
 )
+from vtc_deploy.staging import atomic_write
 
 CKPT_FORMAT = "vtc-deploy-checkpoint"
 CKPT_VERSION = 1
@@ -237,20 +237,7 @@ def save_checkpoint(path: str | Path, model: LoadedModel, *, meta: Mapping[str, 
     }
     if model.sampling is not None:  # the rule travels with the model: export writes it into the manifest
         payload["sampling"] = {"rule": model.sampling.rule, "window": model.sampling.window}
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint_file(path: Path) -> Any:

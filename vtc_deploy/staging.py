@@ -29,7 +29,8 @@ from vtc_deploy.errors import ExportError
 def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object]) -> Path:
     """Write ``path`` atomically: ``data`` (bytes, UTF-8 text, or a function that writes the file at the path it is
     given, e.g. ``lambda p: torch.save(obj, p)``) goes to a temporary file in the same directory, renamed over ``path``
-    when complete; on any failure the temporary is removed and ``path`` is untouched."""
+    when complete, with the usual permissions (``0o666`` less the umask, not mkstemp's ``0o600``); on any failure the
+    temporary is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -40,6 +41,9 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object])
         else:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,9 +10,9 @@ Imports: numpy, vtc_deploy torch-free modules, onnxruntime lazily. Never torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
 from vtc_deploy.labels import DEFAULT_TEMPLATES, check_templates, fill_template, resolve_class_names
 from vtc_deploy.spec import validate_spec
+from vtc_deploy.staging import atomic_write
 from vtc_deploy.tokenizer import tokenize
 
 
@@ -120,11 +121,11 @@ def cached_class_embeddings(
         if cached.shape == (len(classes), artifact.spec.model.embed_dim):
             return np.asarray(cached, dtype=np.float32)
     emb = TextEncoder(artifact).class_embeddings(classes, templates)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs the recomputation next time
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: np.save would add ".npy" to a path
+            np.save(fh, emb)
+
+    with contextlib.suppress(OSError):  # a read-only cache only costs the recomputation next time
+        atomic_write(path, save)
     return emb
