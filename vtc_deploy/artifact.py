@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vtc_deploy.errors import ArtifactError, ConfigError
+from vtc_deploy.errors import ArtifactError, ConfigError, one_line
 from vtc_deploy.onnx_wire import OnnxWireError, TensorDecl, scan_onnx
 from vtc_deploy.spec import MAX_MANIFEST_BYTES, ArtifactSpec, check_file_name, file_names
 
@@ -96,7 +96,7 @@ def read_json_bounded(path: Path, limit: int, *, where: str, root: str | Path) -
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise ArtifactError(f"{where}: not valid JSON ({str(exc)[:200]})", path=root) from None
+        raise ArtifactError(f"{where}: not valid JSON ({one_line(exc, 200)})", path=root) from None
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def _check_graph(spec: ArtifactSpec, role: GraphRole, path: Path, *, name: str, 
     try:
         found = scan_onnx(path)
     except (OnnxWireError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{field}: {name} is not a readable ONNX graph ({str(exc)[:200]})", path=root) from None
+        raise ArtifactError(f"{field}: {name} is not a readable ONNX graph ({one_line(exc, 200)})", path=root) from None
     if found.external:
         tensor, location = found.external[0]
         raise ArtifactError(

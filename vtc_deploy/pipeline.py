@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.errors import UsageError, VtcError
+from vtc_deploy.errors import UsageError, VtcError, one_line
 from vtc_deploy.inputs import VideoSource, artifact_views, graph_feed, source_name
 from vtc_deploy.runtimes import Backend, create_backend
 from vtc_deploy.spec import ArtifactSpec, check_crops
@@ -234,7 +234,8 @@ class Classifier:
             except VtcError as exc:
                 return _Prepared(position, name, error=str(exc))
             except Exception as exc:  # a decoder library failing in an unforeseen way must not stop the run
-                return _Prepared(position, name, error=f"{name}: cannot process video ({type(exc).__name__}: {exc})")
+                text = f"{name}: cannot process video ({type(exc).__name__}: {one_line(exc)})"
+                return _Prepared(position, name, error=text)
 
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vtc-decode")
         queue: deque[tuple[int, Future[_Prepared]]] = deque()

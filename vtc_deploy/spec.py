@@ -39,7 +39,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
+from vtc_deploy.errors import ArtifactError, ConfigError, UsageError, one_line
 
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "vtc_deploy.spec"
@@ -288,7 +288,7 @@ class ArtifactSpec:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"manifest is not valid JSON ({exc})", path=where) from None
         except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits, deep nesting
-            raise ArtifactError(f"manifest is not valid JSON ({str(exc)[:200]})", path=where) from None
+            raise ArtifactError(f"manifest is not valid JSON ({one_line(exc, 200)})", path=where) from None
         if not isinstance(data, dict):
             raise ArtifactError("manifest must be a JSON object", path=where)
         version = data.get("schema_version")
