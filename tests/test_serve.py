@@ -20,6 +20,8 @@ import pytest
 
 from vtc_deploy.export import export_artifact
 from vtc_deploy.pipeline import Classifier
+from vtc_deploy.serve_client import connect
+from vtc_deploy.serve_client import infer as _infer
 from vtc_deploy.serve_front import descendants, free_loopback_ports
 
 pytest.importorskip("tritonclient.grpc", reason="serving tests need the serve extra (tritonclient)")
@@ -104,17 +106,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, artifact: Path):  # type: i
     _stop_server(server)
 
 
-def _infer(
-    client, model: str, name: str, array: np.ndarray, dtype: str, request_id: str = "", **kw
-) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    module = grpc if isinstance(client, grpc.InferenceServerClient) else http
-    inp = module.InferInput(name, list(array.shape), dtype)
-    inp.set_data_from_numpy(array)
-    outputs = [module.InferRequestedOutput(n) for n in ("labels", "indices", "probs", "logits", "embedding", "error")]
-    result = client.infer(model, [inp], outputs=outputs, request_id=request_id, **kw)
-    return {n: result.as_numpy(n) for n in ("labels", "indices", "probs", "logits", "embedding", "error")}
-
-
 def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/vtc_video/ready"):
         with urllib.request.urlopen(f"http://127.0.0.1:{server['http']}{path}", timeout=5) as r:
@@ -133,11 +124,7 @@ def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None
     lock = threading.Lock()
 
     def worker(part: list[tuple[str, str]], use_http: bool) -> None:
-        client = (
-            http.InferenceServerClient(f"127.0.0.1:{server['http']}")
-            if use_http
-            else grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
-        )
+        client = connect("http" if use_http else "grpc", server["http" if use_http else "grpc"])
         for kind, key in part:
             start = time.perf_counter()
             try:
