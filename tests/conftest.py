@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vtc_deploy.spec import ArtifactSpec, ModelSpec
+
 REAL_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 REAL_FACTS = {  # frames, width, height, fps -- as the files' own headers and DEPLOY_NOTES.md say
     "bikes.mp4": (250, 640, 272, 25.0),
@@ -28,6 +30,18 @@ TINY_CLIP = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
     "quick_gelu": True,
 }
+
+
+def tiny_spec(**changes: object) -> ArtifactSpec:
+    """A small valid manifest (two classes, T=8, multiplier 100) with ``changes`` applied."""
+    base = ArtifactSpec(
+        model=ModelSpec("tiny", "random", 32, "mean"),
+        frames=8,
+        classes=("a", "b"),
+        templates=("a video of a person {}.",),
+        logit_multiplier=100.0,
+    )
+    return base.replace(**changes)
 
 
 def register_tiny_clip(folder: Path, name: str, cfg: dict | None = None) -> str:

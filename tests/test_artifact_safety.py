@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, tiny_spec
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
 from vtc_deploy.export import export_artifact
@@ -576,16 +576,9 @@ def test_atomic_write_replaces_the_whole_file_or_nothing(tmp_path: Path) -> None
 def test_artifact_writer_hashes_every_graph_and_refuses_a_missing_one(tmp_path: Path) -> None:
     from vtc_deploy.artifact_writer import ArtifactWriter
     from vtc_deploy.errors import ExportError
-    from vtc_deploy.spec import ModelSpec, StreamingSpec
+    from vtc_deploy.spec import StreamingSpec
 
-    spec = ArtifactSpec(
-        model=ModelSpec("tiny", "random", 32, "mean"),
-        frames=4,
-        classes=("a", "b"),
-        templates=("a video of {}.",),
-        logit_multiplier=100.0,
-        streaming=StreamingSpec(),
-    )
+    spec = tiny_spec(streaming=StreamingSpec())
     writer = ArtifactWriter(tmp_path)
     for i, name in enumerate(("model.onnx", "frames.onnx")):
         writer.path(name).write_bytes(bytes([i]) * 10)

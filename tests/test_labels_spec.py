@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_spec
 from vtc_deploy.errors import ArtifactError, ConfigError, LabelError
 from vtc_deploy.labels import check_templates, fill_template, load_class_names
-from vtc_deploy.spec import SCHEMA_VERSION, ArtifactSpec, InputSpec, ModelSpec, ParitySummary, from_dict
+from vtc_deploy.spec import SCHEMA_VERSION, ArtifactSpec, InputSpec, ParitySummary, from_dict
 
 SHARED = Path(__file__).resolve().parents[1] / "vtc_deploy" / "data" / "labels"
 
@@ -74,20 +75,8 @@ def test_templates() -> None:
     assert fill_template("a video of {}.", "{0.__class__}") == "a video of {0.__class__}."  # never str.format
 
 
-def _spec(**kw: object) -> ArtifactSpec:
-    base = dict(
-        model=ModelSpec("tiny", "random", 32, "mean"),
-        frames=8,
-        classes=("a", "b"),
-        templates=("a video of a person {}.",),
-        logit_multiplier=100.0,
-    )
-    base.update(kw)
-    return ArtifactSpec(**base)  # type: ignore[arg-type]
-
-
 def test_manifest_round_trip() -> None:
-    spec = _spec(
+    spec = tiny_spec(
         parity=ParitySummary(True, "fp32", 1e-6, 0.9999999, 1.0, 1.0, 1e-12, 7, 3, {"max_abs_logit": 1e-3}),
         input=InputSpec(kind="float"),
     )
@@ -99,7 +88,7 @@ def test_manifest_round_trip() -> None:
 def test_logit_multiplier_is_read_and_written_as_the_manifest_key_logit_scale() -> None:
     """The multiplier keeps its manifest key (every artifact written so far, the C/C++ reader); only the Python name
     changed, so that it cannot be taken for the PyTorch model's logit_scale, which is its logarithm."""
-    data = json.loads(_spec().to_json())
+    data = json.loads(tiny_spec().to_json())
     assert data["logit_scale"] == 100.0 and "logit_multiplier" not in data
     assert list(data)[:5] == ["model", "frames", "classes", "templates", "logit_scale"]  # the order manifests had
     assert ArtifactSpec.from_json(json.dumps({**data, "logit_scale": 42.5})).logit_multiplier == 42.5
@@ -114,7 +103,7 @@ def test_logit_multiplier_is_read_and_written_as_the_manifest_key_logit_scale() 
 
 
 def test_manifest_rejects_unknown_keys_types_and_newer_schema() -> None:
-    data = json.loads(_spec().to_json())
+    data = json.loads(tiny_spec().to_json())
     with pytest.raises(ArtifactError, match="unknown key.*surprise"):
         ArtifactSpec.from_json(json.dumps({**data, "surprise": 1}))
     with pytest.raises(ArtifactError, match="newer"):
