@@ -344,3 +344,12 @@ def test_print_config_and_help(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["optim"]["lr"] == 2e-5
     proc = run_cli("train", "--help")
     assert proc.returncode == 0 and "torchrun" in proc.stdout and "KEY=VALUE" in proc.stdout
+
+
+def test_synthetic_dataset_refuses_odd_sizes(tmp_path: Path) -> None:
+    from vtc_deploy.errors import UsageError
+    from vtc_deploy.train.synthetic import make_synthetic_dataset
+
+    with pytest.raises(UsageError, match="even and at least 32 .* got 33x64"):
+        make_synthetic_dataset(tmp_path / "syn", width=33)
+    assert not (tmp_path / "syn").exists()

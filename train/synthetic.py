@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vtc_deploy.errors import UsageError
+
 CLASSES = ("right then left", "left then right", "down then up", "up then down")
 TEMPLATE = "a video of a square moving {}."
 # A small open_clip CLIP (vision width 64, 64 px input, patch 16) that trains from random weights on a CPU in minutes.
@@ -65,7 +67,7 @@ def make_synthetic_dataset(
     """Write the videos, lists, class CSV and a training config under ``out``; returns their paths."""
     root = Path(out)
     if width % 2 or height % 2 or min(width, height) < 32:
-        raise ValueError(f"width and height must be even and at least 32 (H.264 4:2:0), got {width}x{height}")
+        raise UsageError(f"width and height must be even and at least 32 (H.264 4:2:0), got {width}x{height}")
     rng = np.random.default_rng(seed)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     classes = root / "classes.csv"
