@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
@@ -19,7 +19,7 @@ from vtc_deploy.spec import ArtifactSpec, ModelSpec
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("bench") / "model"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     return out
 
 

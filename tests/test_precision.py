@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
 from vtc_deploy.export.engine import EngineProfile, build_engine, engine_key
 from vtc_deploy.export.parity import THRESHOLDS, run_gate
 from vtc_deploy.export.precision import in_scope
@@ -53,7 +53,16 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_fp16_islands_pass_the_gate_and_sit_where_they_should(gate_videos: list[str], tmp_path: Path) -> None:
-    result = export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "a", precision="fp16", videos=gate_videos)
+    result = export_artifact(
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            videos=gate_videos,
+            precision=PrecisionOptions(precision="fp16"),
+        ),
+    )
     spec = result.spec
     assert result.report is not None and result.report.passed and spec.precision == "fp16"
     assert spec.parity is not None and spec.parity.thresholds["min_cosine"] == THRESHOLDS["fp16"]["min_cosine"]
@@ -75,7 +84,7 @@ def test_fp16_islands_pass_the_gate_and_sit_where_they_should(gate_videos: list[
 
 
 def _fp32_size(tmp_path: Path) -> int:
-    export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "fp32", verify=False)
+    export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / "fp32", verify=False))
     return (tmp_path / "fp32" / "model.onnx").stat().st_size
 
 
@@ -83,9 +92,10 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
     model = load_model(CKPT, classes="ucf101", frames=4)
     reports = {}
     for name, options in {"islands": {}, "layernorm-fp16": {"fp16_layernorm": "fp16"}}.items():
+        numeric = PrecisionOptions(precision="fp16", **options)  # type: ignore[arg-type]
         export_artifact(
-            CKPT, classes="ucf101", frames=4, out=tmp_path / name, precision="fp16", verify=False, **options
-        )  # type: ignore[arg-type]
+            CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / name, verify=False, precision=numeric)
+        )
         reports[name] = run_gate(model.classifier, Artifact.open(tmp_path / name), videos=gate_videos).overall
     good, bad = reports["islands"], reports["layernorm-fp16"]
     assert bad.mean_abs_logit > 1.5 * good.mean_abs_logit
@@ -94,7 +104,15 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
 
 def test_fp16_pass_on_the_dynamo_export(gate_videos: list[str], tmp_path: Path) -> None:
     result = export_artifact(
-        CKPT, classes="ucf101", frames=4, out=tmp_path / "a", precision="fp16", opset=18, videos=gate_videos[:1]
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            opset=18,
+            videos=gate_videos[:1],
+            precision=PrecisionOptions(precision="fp16"),
+        ),
     )
     assert result.report is not None and result.report.passed and "dynamo" in result.spec.exporter
     assert result.spec.quantization is not None and result.spec.quantization.nodes >= 10
@@ -149,13 +167,15 @@ def _int8_structure(root: Path, form: str) -> None:
 def test_int8_forms_pass_the_gate(form: str, gate_videos: list[str], calib_videos: list[str], tmp_path: Path) -> None:
     result = export_artifact(
         CKPT,
-        classes="ucf101",
-        frames=4,
-        out=tmp_path / "a",
-        precision="int8",
-        calib=calib_videos if form != "dynamic" else (),
-        int8_form=form,
-        videos=gate_videos,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            videos=gate_videos,
+            precision=PrecisionOptions(
+                precision="int8", calib=calib_videos if form != "dynamic" else (), int8_form=form
+            ),
+        ),
     )  # type: ignore[arg-type]
     spec = result.spec
     assert result.report is not None and result.report.passed, result.report
@@ -176,13 +196,13 @@ def test_int8_uint8_qdq_form_structure(calib_videos: list[str], tmp_path: Path) 
     structure is checked here (the benchmark reports its gate on ViT-B/32)."""
     result = export_artifact(
         CKPT,
-        classes="ucf101",
-        frames=4,
-        out=tmp_path / "a",
-        precision="int8",
-        calib=calib_videos,
-        int8_form="qdq-uint8",
-        verify=False,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            verify=False,
+            precision=PrecisionOptions(precision="int8", calib=calib_videos, int8_form="qdq-uint8"),
+        ),
     )
     q = result.spec.quantization
     assert q is not None and q.form == "qdq-uint8" and q.activations == "uint8" and q.weight_bits == 7
@@ -195,20 +215,46 @@ def test_cli_offers_the_int8_forms_of_the_exporter() -> None:
     from vtc_deploy.cli import export
 
     option = next(p for p in export.params if p.name == "int8_form")
-    assert option.default == DEFAULT_INT8_FORM and list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]
+    assert list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]
+    assert option.default is None and PrecisionOptions(precision="int8").checked().int8_form == DEFAULT_INT8_FORM
 
 
 def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--calib VIDEOS"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="qdq")
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_form="qdq")
+            ),
+        )
     with pytest.raises(UsageError, match="not used by --int8-form dynamic"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", calib=gate_videos)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", calib=gate_videos)
+            ),
+        )
     with pytest.raises(UsageError, match="saturate on AVX2 and AVX-512 CPUs without VNNI"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_weight_bits=8)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_weight_bits=8)
+            ),
+        )
     with pytest.raises(UsageError, match="--int8-form must be one of dynamic, qdq, qdq-uint8"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="int4")  # type: ignore[arg-type]
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_form="int4")
+            ),
+        )  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="only used with --precision int8"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="fp16", calib=gate_videos)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="fp16", calib=gate_videos)
+            ),
+        )
     proc = run_cli(
         "export",
         "--ckpt",
@@ -243,7 +289,7 @@ def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
 def test_tensorrt_paths_fail_cleanly_without_a_gpu(
     gate_videos: list[str], calib_videos: list[str], tmp_path: Path
 ) -> None:
-    export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "a", verify=False)
+    export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / "a", verify=False))
     assert create_backend("auto", Artifact.open(tmp_path / "a")).name == "onnxruntime"
     assert_one_line_error(run_cli("build-engine", str(tmp_path / "a")), "TensorRT is not installed")
     assert_one_line_error(
@@ -252,13 +298,13 @@ def test_tensorrt_paths_fail_cleanly_without_a_gpu(
     )
     export_artifact(
         CKPT,
-        classes="ucf101",
-        frames=4,
-        out=tmp_path / "u8",
-        precision="int8",
-        calib=calib_videos,
-        int8_form="qdq-uint8",
-        verify=False,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "u8",
+            verify=False,
+            precision=PrecisionOptions(precision="int8", calib=calib_videos, int8_form="qdq-uint8"),
+        ),
     )
     with pytest.raises(ArtifactError, match="symmetric int8"):
         build_engine(Artifact.open(tmp_path / "u8"))

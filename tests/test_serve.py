@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 
 from vtc_deploy.pipeline import Classifier
 
@@ -100,7 +100,7 @@ def _stop_server(server: dict) -> None:  # type: ignore[type-arg]
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("serve") / "model"
-    export_artifact(str(ours_ckpt), out=out, verify=False, text=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False, text=False))
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
 from vtc_deploy.export.engine import EngineProfile, build_engine, find_engine
 from vtc_deploy.export.parity import run_gate
 from vtc_deploy.runtimes import create_backend
@@ -39,12 +39,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, real_videos: list[Path])
         calib = [str(real_videos[1]), str(real_videos[2])] if precision == "int8" else []
         export_artifact(
             CKPT,
-            classes="ucf101",
-            frames=4,
-            out=root / precision,
-            precision=precision,  # type: ignore[arg-type]
-            calib=calib,
-            verify=False,
+            ExportOptions(
+                classes="ucf101",
+                frames=4,
+                out=root / precision,
+                verify=False,
+                precision=PrecisionOptions(precision=precision, calib=calib),
+            ),
         )
         out[precision] = root / precision
     return out
