@@ -305,7 +305,7 @@ class _Trainer:
                 f"the resume checkpoint is from the middle of an epoch of a {saved_world}-process run; resume it with "
                 f"{saved_world} processes (now {self.info.world_size})"
             )
-        from vtc_deploy.checkpoint import load_state_strict
+        from vtc_deploy.weights import load_state_strict
 
         load_state_strict(self.model, state["model"], what="resume checkpoint weights", path=self.out / RESUME_NAME)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vtc_deploy.checkpoint import read_checkpoint_file
 from vtc_deploy.errors import CheckpointError
+from vtc_deploy.weights import read_checkpoint_file
 
 STATE_FORMAT = "vtc-deploy-train-state"
 STATE_VERSION = 1
