@@ -7,12 +7,13 @@ Modules, one concept each:
 - ``augment``: training-only clip augmentation (the same random choices for all frames of a clip);
 - ``optim``: AdamW parameter groups and the warm-up + cosine schedule;
 - ``build``: the model a run starts from;
-- ``engine``: the training loop (``train``) and ``evaluate_checkpoint``;
+- ``engine``: the training loop (``train``) and ``evaluate_checkpoint``; ``resume``: resuming a run; ``reporting``:
+  what a run logs and returns (``TrainResult``); ``command``: ``vtc-deploy train`` as one call (``run_train``);
 - ``evaluate``: multi-view evaluation, top-k, the half-classes protocol;
 - ``distributed``: torchrun / DDP helpers; ``state``: resume checkpoints; ``monitor``: logs, progress, metrics CSV;
 - ``synthetic``: a motion-direction video dataset to try it on.
 
-Imports: vtc_deploy (both halves), torch, torchvision. Nothing in ``vtc_deploy`` imports this package.
+Imports: vtc_deploy (both halves), torch, torchvision. Only the CLI (``vtc_deploy.cli``) imports this package.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import TrainConfig, load_config
-    from .engine import TrainResult, evaluate_checkpoint, train
+    from .engine import evaluate_checkpoint, train
     from .evaluate import EvalResult
+    from .reporting import TrainResult
     from .synthetic import make_synthetic_dataset
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 _WHERE = {
     "TrainConfig": "config",
     "load_config": "config",
-    "TrainResult": "engine",
+    "TrainResult": "reporting",
     "train": "engine",
     "evaluate_checkpoint": "engine",
     "EvalResult": "evaluate",
