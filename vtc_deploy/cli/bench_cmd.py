@@ -1,6 +1,7 @@
-"""``vtc-deploy bench``: options -> ``BenchOptions`` -> ``bench.run_bench``; prints the markdown table.
+"""``vtc-deploy bench``: options -> ``BenchOptions`` -> ``export.variants.bench_with_variants`` (``bench.run_bench``
+with fp16 / int8 variants derived on the fly); prints the markdown table.
 
-Imports: click, vtc_deploy.bench (lazily).
+Imports: click; vtc_deploy.bench and vtc_deploy.export.variants lazily.
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ def bench(
 ) -> None:
     """Per-stage latency (p50/p95/p99), clips/s and frames/s against batch size, peak memory and FLOP/s efficiency;
     backends and precisions interleaved in one run. Prints the markdown table."""
-    from vtc_deploy.bench import run_bench
+    from vtc_deploy.bench import BenchOptions
+    from vtc_deploy.export.variants import bench_with_variants
     from vtc_deploy.inputs import expand_inputs
 
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
         raise click.BadParameter(f"--batch must be comma-separated integers, got {batches!r}") from None
-    report = run_bench(
-        model_dir,
+    options = BenchOptions(
         videos=expand_inputs(list(videos)),
         backends=[b.strip() for b in backends.split(",")],
         precisions=[p.strip() for p in precisions.split(",")] if precisions else None,
@@ -60,5 +61,6 @@ def bench(
         threads=threads or None,
         out_dir=out,
     )
+    report = bench_with_variants(model_dir, options)
     click.echo(report.markdown())
     logging.getLogger("vtc_deploy").info("wrote %s/bench.json, bench.md, bench.png", out)
