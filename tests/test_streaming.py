@@ -174,3 +174,21 @@ def test_truncated_file_and_missing_streaming_graphs(
         run_cli("stream", "--model", str(tmp_path / "plain"), "--window", "8", str(bad_files["truncated_faststart"])),
         "--streaming",
     )
+
+
+def test_stream_command_is_torch_free_and_takes_the_default_stride(artifact: Path, real_videos: list[Path]) -> None:
+    """``vtc-deploy stream`` where ``import torch`` raises; without --stride the step is a quarter of the window."""
+    blocked = (
+        "import runpy, sys\n"
+        "sys.modules['torch'] = None\n"
+        "sys.argv = ['vtc-deploy', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('vtc_deploy', run_name='__main__')\n"
+        "finally:\n"
+        "    assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None], 'torch was imported'\n"
+    )
+    cmd = [sys.executable, "-c", blocked, "stream", "--model", str(artifact), "--window", "8", "--json"]
+    proc = subprocess.run([*cmd, str(real_videos[2])], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    starts = [json.loads(line)["window"]["start_frame"] for line in proc.stdout.splitlines()]
+    assert starts == list(range(0, 120 - 8 + 1, 2))  # stride 8 // 4
