@@ -278,6 +278,7 @@ def _kernel_error(outputs: dict[str, np.ndarray], i: int) -> float:
 INT8 = ["qdq", "dynamic", "control"]
 
 
+@pytest.mark.slow
 def test_int8_forms_compute_exact_integers_here(gate_inputs: dict[str, object]) -> None:
     """On this CPU, natively: the offered forms' default kernels give what exact int8 arithmetic gives; the refused
     8-bit form does not, where this CPU is of a saturating class (AVX2, AVX-512 without VNNI)."""
@@ -313,6 +314,7 @@ def test_int8_and_fp16_gates_as_an_avx2_cpu(haswell: None, gate_inputs: dict[str
 # ------------------------------------------------------------------------------------------------ fp16 emulation
 
 
+@pytest.mark.slow
 def test_fp16_emulation_catches_an_overflow_the_plain_gate_misses(
     gate_inputs: dict[str, object], tmp_path: Path
 ) -> None:
@@ -389,6 +391,7 @@ def test_fp16_emulation_graph_rounds_island_results() -> None:
 # --------------------------------------------------------------------------------------- gate facts, verify
 
 
+@pytest.mark.slow
 def test_old_manifests_still_read(tmp_path: Path, ours_ckpt: Path) -> None:
     result = export_artifact(
         str(ours_ckpt), ExportOptions(out=tmp_path / "a", text=False, precision=PrecisionOptions(precision="int8"))
@@ -406,6 +409,7 @@ def test_old_manifests_still_read(tmp_path: Path, ours_ckpt: Path) -> None:
     assert check_gate_host(Artifact(tmp_path / "a", old), isa="avx512-vnni") is None  # nothing recorded: no claim
 
 
+@pytest.mark.slow
 def test_another_isa_class_suggests_verify_which_records(
     tmp_path: Path, ours_ckpt: Path, real_videos: list[Path]
 ) -> None:

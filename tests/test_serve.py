@@ -124,6 +124,7 @@ def _infer(
     return {n: result.as_numpy(n) for n in ("labels", "indices", "probs", "logits", "embedding", "error")}
 
 
+@pytest.mark.slow
 def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/vtc_video/ready"):
         with urllib.request.urlopen(f"http://127.0.0.1:{server['http']}{path}", timeout=5) as r:
@@ -186,6 +187,7 @@ def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None
     )
 
 
+@pytest.mark.slow
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     client = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
     out = _infer(client, "vtc_video", "video", np.array([[os.urandom(4096)]], dtype=object), "BYTES", "clip-17")
@@ -216,6 +218,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_video
     assert server["proc"].poll() is None
 
 
+@pytest.mark.slow
 def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
     proc = server["proc"]
     children = _descendants(proc.pid)
