@@ -34,7 +34,7 @@ from _videos import DATA
 from vtc_deploy.artifact import MANIFEST, Artifact, sha256_file
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.cpuinfo import cpu_facts
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.export.parity import run_gate
 from vtc_deploy.export.precision import INT8_FORMS, int8_nodes, quantize_int8, to_fp16
 from vtc_deploy.inputs import graph_feed, read_views
@@ -192,7 +192,9 @@ def main() -> None:
     if args.reuse and (out / "fp32" / MANIFEST).is_file():
         fp32 = Artifact.open(out / "fp32")
     else:
-        fp32 = Artifact.open(export_artifact(args.ckpt, out=out / "fp32", force=True, verify=False, text=False).out)
+        fp32 = Artifact.open(
+            export_artifact(args.ckpt, ExportOptions(out=out / "fp32", force=True, verify=False, text=False)).out
+        )
     print(f"fp32 export: {time.perf_counter() - start:.0f} s", flush=True)
     calib = calibration_batches(fp32.spec)
     names = ["fp16", *(f"int8 {f}" for f in INT8_FORMS), *([] if args.no_refused else REFUSED)]

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import ExportResult, export_artifact, verify_artifact
+    from .api import ExportOptions, ExportResult, PrecisionOptions, export_artifact, verify_artifact
 
-__all__ = ["ExportResult", "export_artifact", "verify_artifact"]
+__all__ = ["ExportOptions", "ExportResult", "PrecisionOptions", "export_artifact", "verify_artifact"]
 
 
 def __getattr__(name: str) -> Any:

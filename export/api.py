@@ -28,6 +28,7 @@ from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ParityError, UsageError, VideoDecodeError
 from vtc_deploy.inputs import artifact_views, graph_feed
 from vtc_deploy.runtimes import create_backend
+from vtc_deploy.runtimes.ort import ProviderName
 from vtc_deploy.spec import (
     ArtifactSpec,
     ExporterName,
@@ -64,6 +65,7 @@ class ExportResult:
     spec: ArtifactSpec
     report: ParityReport | None
     seconds: float
+    triton_models: tuple[Path, ...] = ()  # model directories written into ExportOptions.triton_repo
 
 
 def build_spec(
@@ -100,55 +102,104 @@ def build_spec(
     )
 
 
-def export_artifact(
-    ckpt: str,
-    *,
-    out: str | Path,
-    clip: str | None = None,
-    classes: str | Sequence[str] | None = None,
-    templates: Sequence[str] | None = None,
-    frames: int | None = None,
-    input_kind: InputKind = "uint8",
-    opset: int = 17,
-    exporter: ExporterName = "auto",
-    precision: Precision = "fp32",
-    force: bool = False,
-    verify: bool = True,
-    videos: Sequence[str] = (),
-    calib: Sequence[str] = (),
-    calib_method: CalibrationMethod = "minmax",
-    calib_clips: int = 2,
-    int8_form: Int8FormName = DEFAULT_INT8_FORM,
-    int8_weight_bits: WeightBits = 7,
-    fp16_layernorm: LayerNormMode = "fp32",
-    text: bool = True,
-    streaming: bool = False,
-) -> ExportResult:
-    """Export ``ckpt`` to the artifact directory ``out``; raises ``ParityError`` (and writes nothing) when the gate
-    fails.
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """The numeric form of an export: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` in
+    ``int8_form`` (``export.precision.INT8_FORMS``; the static forms calibrate on ``calib_clips`` clips of each
+    ``calib`` video through the real input path, ``dynamic`` needs no calibration; 8-bit weights are refused).
+    ``fp16_layernorm`` other than ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for
+    measurements, not for shipping). ``None``: the default, and an option given where it cannot apply is an error."""
 
-    ``precision``: ``fp32``, ``fp16`` (fp16 islands, see ``export.precision``) or ``int8`` in ``int8_form``
-    (``export.precision.INT8_FORMS``; the static forms calibrate on ``calib_clips`` clips of each ``calib`` video
-    through the real input path, ``dynamic`` needs no calibration; 8-bit weights are refused). ``fp16_layernorm``
-    other than ``fp32`` builds the unsafe comparison graph with LayerNorm in fp16 (for measurements, not for shipping).
-    ``text`` adds ``text.onnx`` (new classes without torch: ``rebake``, ``run --classes``); ``streaming`` adds
-    ``frames.onnx`` + ``head.onnx`` (sliding windows that encode each frame once).
-    """
-    if input_kind not in ("uint8", "float"):
-        raise UsageError(f"--input must be uint8 or float, got {input_kind!r}")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
-    if precision == "int8":
-        form = check_int8_form(int8_form, int8_weight_bits)
-        if form.mode == "static" and not calib:
-            raise UsageError(
-                f"--precision int8 --int8-form {int8_form} needs --calib VIDEOS: real clips to calibrate the "
-                "activation ranges"
-            )
-        if form.mode == "dynamic" and calib:
-            raise UsageError("--calib is not used by --int8-form dynamic (activation ranges are taken per call)")
-    elif calib:
-        raise UsageError("--calib is only used with --precision int8")
+    precision: Precision = "fp32"
+    calib: Sequence[str] = ()
+    calib_method: CalibrationMethod | None = None  # None: minmax
+    calib_clips: int = 2
+    int8_form: Int8FormName | None = None  # None: DEFAULT_INT8_FORM
+    int8_weight_bits: WeightBits | None = None  # None: 7
+    fp16_layernorm: LayerNormMode = "fp32"
+
+    def checked(self) -> PrecisionOptions:
+        """These options with the defaults filled in; ``UsageError`` for a value out of range or an option that does
+        not apply to the precision chosen."""
+        precision, calib = self.precision, tuple(self.calib)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise UsageError(f"--precision must be fp32, fp16 or int8, got {precision!r}")
+        if precision != "int8":
+            for flag, value in (
+                ("--int8-form", self.int8_form),
+                ("--int8-weight-bits", self.int8_weight_bits),
+                ("--calib-method", self.calib_method),
+            ):
+                if value is not None:
+                    raise UsageError(f"{flag} is only used with --precision int8")
+        if precision != "fp16" and self.fp16_layernorm != "fp32":
+            raise UsageError("fp16_layernorm is only used with --precision fp16")
+        int8_form = self.int8_form or DEFAULT_INT8_FORM
+        weight_bits: WeightBits = self.int8_weight_bits or 7
+        if precision == "int8":
+            form = check_int8_form(int8_form, weight_bits)
+            if form.mode == "static" and not calib:
+                raise UsageError(
+                    f"--precision int8 --int8-form {int8_form} needs --calib VIDEOS: real clips to calibrate the "
+                    "activation ranges"
+                )
+            if form.mode == "dynamic" and calib:
+                raise UsageError("--calib is not used by --int8-form dynamic (activation ranges are taken per call)")
+            if form.mode == "dynamic" and self.calib_method is not None:
+                raise UsageError("--calib-method is not used by --int8-form dynamic (no calibration)")
+        elif calib:
+            raise UsageError("--calib is only used with --precision int8")
+        return dataclasses.replace(
+            self,
+            calib=calib,
+            calib_method=self.calib_method or "minmax",
+            int8_form=int8_form,
+            int8_weight_bits=weight_bits,
+        )
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything ``export_artifact`` needs besides the checkpoint.
+
+    ``clip``: base CLIP weights of an official Text4Vis checkpoint; ``classes``/``templates``/``frames``: override
+    the checkpoint's; ``videos``: real videos for the parity gate (``verify``); ``text`` adds ``text.onnx`` (new
+    classes without torch: ``rebake``, ``run --classes``); ``streaming`` adds ``frames.onnx`` + ``head.onnx``
+    (sliding windows that encode each frame once)."""
+
+    out: str | Path
+    clip: str | None = None
+    classes: str | Sequence[str] | None = None
+    templates: Sequence[str] | None = None
+    frames: int | None = None
+    input_kind: InputKind = "uint8"
+    opset: int = 17
+    exporter: ExporterName = "auto"
+    force: bool = False
+    verify: bool = True
+    videos: Sequence[str] = ()
+    text: bool = True
+    streaming: bool = False
+    triton_repo: Path | None = None  # also write a Triton model repository for the artifact here
+    precision: PrecisionOptions = PrecisionOptions()
+
+
+def export_artifact(ckpt: str, options: ExportOptions) -> ExportResult:
+    """Export ``ckpt`` to the artifact directory ``options.out``; raises ``ParityError`` (and writes nothing) when the
+    gate fails, ``UsageError`` (before any slow work) for options that are out of range or do not apply."""
+    if options.input_kind not in ("uint8", "float"):
+        raise UsageError(f"--input must be uint8 or float, got {options.input_kind!r}")
+    if options.videos and not options.verify:
+        raise UsageError("--videos feed the parity gate, which --no-verify skips")
+    numeric = options.precision.checked()
+    precision, calib, calib_clips = numeric.precision, numeric.calib, numeric.calib_clips
+    calib_method: CalibrationMethod = numeric.calib_method or "minmax"
+    int8_form: Int8FormName = numeric.int8_form or DEFAULT_INT8_FORM
+    fp16_layernorm = numeric.fp16_layernorm
+    out, clip, classes = options.out, options.clip, options.classes
+    templates, frames = options.templates, options.frames
+    input_kind, opset, exporter, force = options.input_kind, options.opset, options.exporter, options.force
+    verify, videos, text, streaming = options.verify, options.videos, options.text, options.streaming
     start = time.perf_counter()
     out = Path(out)
     check_output_dir(out.absolute(), force=force)  # fail before the slow part
@@ -224,7 +275,13 @@ def export_artifact(
         spec = writer.write_manifest(spec)
     seconds = time.perf_counter() - start
     log.info("wrote %s in %.1f s", out, seconds)
-    return ExportResult(out=out, spec=spec, report=report, seconds=seconds)
+    triton_models: tuple[Path, ...] = ()
+    if options.triton_repo is not None:
+        from vtc_deploy.triton_repo import write_triton_repo
+
+        repo = Path(options.triton_repo)
+        triton_models = tuple(repo / name for name in write_triton_repo(Artifact.open(out), repo))
+    return ExportResult(out=out, spec=spec, report=report, seconds=seconds, triton_models=triton_models)
 
 
 def _export_text(
@@ -358,12 +415,18 @@ def verify_artifact(
     ckpt: str | None = None,
     clip: str | None = None,
     backend: str = "onnxruntime",
+    provider: ProviderName | None = None,
     record: bool = False,
     **backend_options: Any,
 ) -> ParityReport:
     """Rebuild the PyTorch model named in the manifest (or ``ckpt``) and run the parity gate on the artifact with
-    ``backend`` (ONNX Runtime on the CPU by default; ``tensorrt`` or ``provider="cuda"`` on a GPU); ``record``: write
-    the report and this machine into the artifact (see the module docstring), passed or not."""
+    ``backend`` (ONNX Runtime on the CPU by default; ``tensorrt`` or ``provider="cuda"`` on a GPU); ``provider``: the
+    ONNX Runtime execution provider (default cpu; an error with another backend); ``record``: write the report and
+    this machine into the artifact (see the module docstring), passed or not."""
+    if provider is not None:
+        if backend != "onnxruntime":
+            raise UsageError(f"--provider chooses ONNX Runtime's execution provider; --backend {backend} has none")
+        backend_options = {**backend_options, "provider": provider}
     artifact = Artifact.open(root)
     if record:
         _check_writable(artifact.root)

@@ -283,8 +283,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 def cpp_artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     """The tiny transformer-head artifact (T=4, HMDB-51) with text.onnx and the streaming graphs, for the C/C++
     runtime's tests (tests/test_cpp_*.py)."""
-    from vtc_deploy.export import export_artifact
+    from vtc_deploy.export import ExportOptions, export_artifact
 
     out = tmp_path_factory.mktemp("cpp") / "model"
-    export_artifact(str(ours_ckpt), out=out, streaming=True, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, streaming=True, verify=False))
     return out

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import assert_one_line_error, run_cli, tiny_spec
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ArtifactError, ConfigError, UsageError
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.onnx_wire import scan_onnx
 from vtc_deploy.runtimes.trt_build import cache_paths, sidecar_mismatch
 from vtc_deploy.spec import MAX_CLASSES, MAX_MANIFEST_BYTES, ArtifactSpec, check_file_name
@@ -45,7 +45,7 @@ HASH_KEYS = {
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     """A tiny real artifact with every graph (model, text, frames, head): T=4, 224 px, 51 classes, D=48."""
     out = tmp_path_factory.mktemp("safety") / "model"
-    export_artifact(str(ours_ckpt), out=out, streaming=True, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, streaming=True, verify=False))
     return out
 
 

@@ -12,14 +12,14 @@ import pytest
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.bench import analytic_gflops
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.spec import ArtifactSpec, ModelSpec
 
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("bench") / "model"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     return out
 
 
@@ -156,3 +156,40 @@ def test_triton_repository_parses_with_tritons_protobuf(artifact: Path, tmp_path
         str(tmp_path / "repo2"),
     )
     assert proc.returncode == 0 and (tmp_path / "repo2" / "vtc" / "config.pbtxt").is_file()
+
+
+def test_bench_png_from_matplotlib(tmp_path: Path) -> None:
+    """The chart is rendered from a small results object: a real PNG of the two charts' size, with pixels drawn."""
+    import numpy as np
+    from PIL import Image
+
+    from vtc_deploy.bench_report import BenchReport, ConfigResult, plot
+
+    def row(p50: float, batch: int) -> dict[str, float | None]:
+        return {"p50_ms": p50, "p95_ms": p50 * 1.2, "p99_ms": p50 * 1.3, "clips_per_s": batch / p50 * 1e3}
+
+    configs = [
+        ConfigResult("onnxruntime", precision, batches={b: row(ms * b, b) for b in (1, 4, 16)})
+        for precision, ms in (("fp32", 40.0), ("int8-dynamic", 25.0))
+    ]
+    stage = {"n": 3.0, "mean_ms": 5.0, "p50_ms": 5.0, "p95_ms": 6.0, "p99_ms": 7.0}
+    report = BenchReport(
+        model="m",
+        architecture="ViT-B-32",
+        frames=8,
+        gflops_per_clip=35.0,
+        gemm_peak_gflops=100.0,
+        threads=2,
+        rounds=3,
+        peak_rss_mb=500.0,
+        videos=["a.mp4"],
+        stages={"decode": stage, "sampling": stage, "preprocess": stage, "postprocess": stage},
+        configs=configs,
+        machine={"cpu": "test", "cores": 2},
+    )
+    path = plot(report, tmp_path / "bench.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1200, 480)
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # lines, bars and text, not a blank canvas

@@ -89,7 +89,7 @@ def test_windows_equal_vtc_deploy_run(cpp_artifact: Path, real_videos: list[Path
     videos = [str(real_videos[1]), str(real_videos[2])]  # 132 frames at 25 fps, 120 at 29.97
     common = ["--model", str(cpp_artifact), "--json", "--window", window, "--stride", stride]
     ours = vtc_run(*common, *videos)
-    theirs = run_cli("run", *common, *videos)
+    theirs = run_cli("stream", *common, *videos)
     assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
     assert_same_objects(objects(ours.stdout), objects(theirs.stdout))
 
@@ -169,7 +169,7 @@ def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_f
     for name in ("corrupt", "truncated_faststart", "no_video", "text", "missing"):
         common = ["--model", str(cpp_artifact), "--json", "--window", "8"]
         ours = vtc_run(*common, str(bad_files[name]))
-        theirs = run_cli("run", *common, str(bad_files[name]))
+        theirs = run_cli("stream", *common, str(bad_files[name]))
         assert ours.returncode == theirs.returncode == 1, (name, ours.stderr)
         got, ref = objects(ours.stdout), objects(theirs.stdout)
         assert [o["window"] for o in got] == [o["window"] for o in ref], name

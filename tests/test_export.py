@@ -21,7 +21,7 @@ from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ExportError, ParityError
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.export.parity import THRESHOLDS, run_gate
 from vtc_deploy.preprocess import to_float
 from vtc_deploy.spec import ONNX_METADATA_KEY, ArtifactSpec
@@ -60,7 +60,9 @@ def test_export_kinds_match_pytorch_at_batch_1_3_5(
 ) -> None:
     request = _kinds(official_ckpt, tiny_openai_file, ours_ckpt, named_tiny)[kind]
     out = tmp_path / "artifact"
-    result = export_artifact(**request, out=out, input_kind=input_kind, videos=[str(real_videos[0])])  # type: ignore[arg-type]
+    overrides = {k: v for k, v in request.items() if k != "ckpt"}
+    options = ExportOptions(out=out, input_kind=input_kind, videos=[str(real_videos[0])], **overrides)  # type: ignore[arg-type]
+    result = export_artifact(request["ckpt"], options)
     spec = result.spec
     assert result.report is not None and result.report.passed and spec.parity is not None
     assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx", "parity.json", "text.onnx"]
@@ -86,7 +88,7 @@ def test_graph_io_contract_and_manifest_in_both_places(
     ours_ckpt: Path, real_videos: list[Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "a"
-    export_artifact(str(ours_ckpt), out=out, videos=[str(v) for v in real_videos[:2]])
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, videos=[str(v) for v in real_videos[:2]]))
     model = onnx.load(str(out / "model.onnx"))
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
     (video,) = model.graph.input
@@ -126,7 +128,7 @@ def swap_class_embeddings(path: Path) -> None:
 
 def test_broken_graph_fails_the_gate(ours_ckpt: Path, real_videos: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "a"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     swap_class_embeddings(out / "model.onnx")
     model = load_model(ours_ckpt)
     report = run_gate(model.classifier, Artifact.open(out, check_hash=False), videos=[str(real_videos[0])])
@@ -147,13 +149,13 @@ def test_failed_gate_writes_nothing(ours_ckpt: Path, tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(api, "export_onnx", broken_export)
     with pytest.raises(ParityError, match="disagrees with PyTorch.*no artifact written"):
-        export_artifact(str(ours_ckpt), out=tmp_path / "a")
+        export_artifact(str(ours_ckpt), ExportOptions(out=tmp_path / "a"))
     assert os.listdir(tmp_path) == []
 
 
 def test_verify_command_and_tampering(ours_ckpt: Path, real_videos: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "a"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     proc = run_cli("verify", str(out), "--videos", str(real_videos[2]))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -178,7 +180,7 @@ def test_output_directory_rules(ours_ckpt: Path, tmp_path: Path) -> None:
         run_cli("export", "--ckpt", str(ours_ckpt), "--out", str(a_file), "--no-verify"), "not a directory"
     )
     with pytest.raises(ExportError, match="cannot (create|write)"):
-        export_artifact(str(ours_ckpt), out="/proc/vtc-deploy-test/out", verify=False)
+        export_artifact(str(ours_ckpt), ExportOptions(out="/proc/vtc-deploy-test/out", verify=False))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -232,5 +234,5 @@ def test_sigkill_during_export_is_cleaned_by_the_next_export(
     assert not (tmp_path / "a").exists()  # never a half-written artifact under the real name
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert leftovers and all(n.startswith(".a.partial-") for n in leftovers)
-    export_artifact(str(ours_ckpt), out=tmp_path / "a", verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=tmp_path / "a", verify=False))
     assert [p.name for p in tmp_path.iterdir()] == ["a"]

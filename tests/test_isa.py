@@ -27,7 +27,7 @@ from vtc_deploy.artifact import MANIFEST, Artifact
 from vtc_deploy.checkpoint import load_model, save_checkpoint
 from vtc_deploy.cpuinfo import _proc_cpuinfo, cpu_facts, isa_class
 from vtc_deploy.errors import ParityError
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
 from vtc_deploy.export.parity import (
     RANDOM_BATCHES,
     THRESHOLDS,
@@ -149,10 +149,22 @@ def gate_inputs(real_videos: list[Path], tmp_path_factory: pytest.TempPathFactor
     root = tmp_path_factory.mktemp("isa")
     calib = [str(real_videos[1]), str(real_videos[2])]
     gate = [str(real_videos[0]), str(real_videos[3])]
-    export_artifact(CKPT, classes="ucf101", frames=4, out=root / "qdq", precision="int8", int8_form="qdq",
-                    calib=calib, verify=False, text=False)  # fmt: skip
-    export_artifact(CKPT, classes="ucf101", frames=4, out=root / "dynamic", precision="int8", verify=False, text=False)
-    export_artifact(CKPT, classes="ucf101", frames=4, out=root / "fp32", verify=False, text=False)
+    qdq = PrecisionOptions(precision="int8", int8_form="qdq", calib=calib)
+    export_artifact(
+        CKPT, ExportOptions(classes="ucf101", frames=4, out=root / "qdq", verify=False, text=False, precision=qdq)
+    )
+    export_artifact(
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=root / "dynamic",
+            verify=False,
+            text=False,
+            precision=PrecisionOptions(precision="int8"),
+        ),
+    )
+    export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=root / "fp32", verify=False, text=False))
     spec = Artifact.open(root / "fp32").spec
     rng = np.random.default_rng(0)
     groups = [(f"random batch {b}", random_feed(spec, b, rng)) for b in RANDOM_BATCHES]
@@ -183,7 +195,12 @@ def gate_inputs(real_videos: list[Path], tmp_path_factory: pytest.TempPathFactor
     model = load_model(CKPT, classes="ucf101", frames=4)
     ref = torch_outputs(model.classifier, feed, spec)
     overflow = _overflow_checkpoint(root)
-    export_artifact(str(overflow), out=root / "fp16-overflow", precision="fp16", verify=False, text=False)
+    export_artifact(
+        str(overflow),
+        ExportOptions(
+            out=root / "fp16-overflow", verify=False, text=False, precision=PrecisionOptions(precision="fp16")
+        ),
+    )
     ovf_ref = torch_outputs(load_model(str(overflow)).classifier, feed, spec)
     emulated = root / "fp16-overflow-emulated.onnx"
     onnx.save(fp16_emulation_graph(onnx.load(str(root / "fp16-overflow" / "model.onnx"))), str(emulated))
@@ -258,6 +275,7 @@ def _kernel_error(outputs: dict[str, np.ndarray], i: int) -> float:
 INT8 = ["qdq", "dynamic", "control"]
 
 
+@pytest.mark.slow
 def test_int8_forms_compute_exact_integers_here(gate_inputs: dict[str, object]) -> None:
     """On this CPU, natively: the offered forms' default kernels give what exact int8 arithmetic gives; the refused
     8-bit form does not, where this CPU is of a saturating class (AVX2, AVX-512 without VNNI)."""
@@ -293,6 +311,7 @@ def test_int8_and_fp16_gates_as_an_avx2_cpu(haswell: None, gate_inputs: dict[str
 # ------------------------------------------------------------------------------------------------ fp16 emulation
 
 
+@pytest.mark.slow
 def test_fp16_emulation_catches_an_overflow_the_plain_gate_misses(
     gate_inputs: dict[str, object], tmp_path: Path
 ) -> None:
@@ -300,7 +319,12 @@ def test_fp16_emulation_catches_an_overflow_the_plain_gate_misses(
     gate = gate_inputs["gate"]
     assert isinstance(ckpt, Path) and isinstance(gate, list)
     with pytest.raises(ParityError, match="min_cosine nan < 0.999.*fp16 emulated.*plain CPU graph"):
-        export_artifact(str(ckpt), out=tmp_path / "a", precision="fp16", videos=gate[:1], text=False)
+        export_artifact(
+            str(ckpt),
+            ExportOptions(
+                out=tmp_path / "a", videos=gate[:1], text=False, precision=PrecisionOptions(precision="fp16")
+            ),
+        )
     assert not (tmp_path / "a").exists()
     root = gate_inputs["root"]
     assert isinstance(root, Path)
@@ -312,7 +336,16 @@ def test_fp16_emulation_catches_an_overflow_the_plain_gate_misses(
     assert np.isnan(report.overall.min_cosine) and "fp16 emulated" in report.backend
     plain = run_gate(classifier, artifact, videos=gate[:1], fp16_emulation=False)
     assert plain.passed and not plain.fp16_emulation
-    normal = export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "b", precision="fp16", videos=gate[:1])
+    normal = export_artifact(
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "b",
+            videos=gate[:1],
+            precision=PrecisionOptions(precision="fp16"),
+        ),
+    )
     assert normal.report is not None and normal.report.passed and normal.report.fp16_emulation
     o, p = normal.report.overall, normal.report.plain_overall
     assert p is not None and o.max_abs_logit != p.max_abs_logit  # the rounding is really there
@@ -355,8 +388,11 @@ def test_fp16_emulation_graph_rounds_island_results() -> None:
 # --------------------------------------------------------------------------------------- gate facts, verify
 
 
+@pytest.mark.slow
 def test_old_manifests_still_read(tmp_path: Path, ours_ckpt: Path) -> None:
-    result = export_artifact(str(ours_ckpt), out=tmp_path / "a", precision="int8", text=False)
+    result = export_artifact(
+        str(ours_ckpt), ExportOptions(out=tmp_path / "a", text=False, precision=PrecisionOptions(precision="int8"))
+    )
     data = json.loads((tmp_path / "a" / MANIFEST).read_text())
     assert data["parity"]["host"]["isa"] == cpu_facts().isa and data["parity"]["verified"] == []
     assert data["quantization"]["form"] == "dynamic" and data["quantization"]["weight_bits"] == 7
@@ -370,6 +406,7 @@ def test_old_manifests_still_read(tmp_path: Path, ours_ckpt: Path) -> None:
     assert check_gate_host(Artifact(tmp_path / "a", old), isa="avx512-vnni") is None  # nothing recorded: no claim
 
 
+@pytest.mark.slow
 def test_another_isa_class_suggests_verify_which_records(
     tmp_path: Path, ours_ckpt: Path, real_videos: list[Path]
 ) -> None:
@@ -379,7 +416,10 @@ def test_another_isa_class_suggests_verify_which_records(
     here = cpu_facts().isa
     other = "avx512-vnni" if here != "avx512-vnni" else "avx2"
     root = tmp_path / "a"
-    export_artifact(str(ours_ckpt), out=root, precision="int8", videos=[str(real_videos[3])], text=False)
+    export_artifact(
+        str(ours_ckpt),
+        ExportOptions(out=root, videos=[str(real_videos[3])], text=False, precision=PrecisionOptions(precision="int8")),
+    )
     data = json.loads((root / MANIFEST).read_text())
     data["parity"]["host"].update(isa=other, cpu="Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz")
     (root / MANIFEST).write_text(json.dumps(data))

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.labels import BUNDLED, load_class_names
 from vtc_deploy.tokenizer import tokenize
 
@@ -58,7 +58,7 @@ def test_tokenizer_matches_open_clip_on_thousands_of_strings() -> None:
 @pytest.fixture(scope="module")
 def original(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("ov") / "orig"
-    export_artifact(str(ours_ckpt), out=out, streaming=True)  # hmdb51, with text.onnx (default)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, streaming=True))  # hmdb51, with text.onnx (default)
     return out
 
 
@@ -86,7 +86,9 @@ def test_rebake_without_torch_equals_a_fresh_export(original: Path, ours_ckpt: P
     )
     assert proc.returncode == 0, proc.stderr
     templates = ["a video of a person {}.", "a clip of {}."]
-    export_artifact(str(ours_ckpt), out=tmp_path / "fresh", classes="ucf101", templates=templates, verify=False)
+    export_artifact(
+        str(ours_ckpt), ExportOptions(out=tmp_path / "fresh", classes="ucf101", templates=templates, verify=False)
+    )
     video = np.random.default_rng(0).integers(0, 256, (3, 4, 224, 224, 3), dtype=np.uint8)
     a, b = _logits(rebaked / "model.onnx", video), _logits(tmp_path / "fresh" / "model.onnx", video)
     assert a.shape == (3, 101)
@@ -132,14 +134,14 @@ def test_run_classes_on_the_fly_equals_rebake(original: Path, real_videos: list[
 
 def test_in_place_rebake_and_errors(ours_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "a"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     proc = run_cli("rebake", str(out), "--classes", "activitynet200")
     assert proc.returncode == 0, proc.stderr
     assert Artifact.open(out).spec.num_classes == 200 and [p.name for p in tmp_path.iterdir()] == ["a"]
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\n0,x\n")
     assert_one_line_error(run_cli("rebake", str(out), "--classes", str(bad)), "no 'name' column")
-    export_artifact(str(ours_ckpt), out=tmp_path / "notext", verify=False, text=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=tmp_path / "notext", verify=False, text=False))
     assert not (tmp_path / "notext" / "text.onnx").exists()
     assert_one_line_error(run_cli("rebake", str(tmp_path / "notext"), "--classes", "ucf101"), "no text.onnx")
     assert_one_line_error(

@@ -13,7 +13,7 @@ from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
 from vtc_deploy.export.parity import THRESHOLDS, run_gate
 from vtc_deploy.export.precision import in_scope
 from vtc_deploy.runtimes import create_backend
@@ -48,7 +48,16 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_fp16_islands_pass_the_gate_and_sit_where_they_should(gate_videos: list[str], tmp_path: Path) -> None:
-    result = export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "a", precision="fp16", videos=gate_videos)
+    result = export_artifact(
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            videos=gate_videos,
+            precision=PrecisionOptions(precision="fp16"),
+        ),
+    )
     spec = result.spec
     assert result.report is not None and result.report.passed and spec.precision == "fp16"
     assert spec.parity is not None and spec.parity.thresholds["min_cosine"] == THRESHOLDS["fp16"]["min_cosine"]
@@ -70,7 +79,7 @@ def test_fp16_islands_pass_the_gate_and_sit_where_they_should(gate_videos: list[
 
 
 def _fp32_size(tmp_path: Path) -> int:
-    export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "fp32", verify=False)
+    export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / "fp32", verify=False))
     return (tmp_path / "fp32" / "model.onnx").stat().st_size
 
 
@@ -78,9 +87,10 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
     model = load_model(CKPT, classes="ucf101", frames=4)
     reports = {}
     for name, options in {"islands": {}, "layernorm-fp16": {"fp16_layernorm": "fp16"}}.items():
+        numeric = PrecisionOptions(precision="fp16", **options)  # type: ignore[arg-type]
         export_artifact(
-            CKPT, classes="ucf101", frames=4, out=tmp_path / name, precision="fp16", verify=False, **options
-        )  # type: ignore[arg-type]
+            CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / name, verify=False, precision=numeric)
+        )
         reports[name] = run_gate(model.classifier, Artifact.open(tmp_path / name), videos=gate_videos).overall
     good, bad = reports["islands"], reports["layernorm-fp16"]
     assert bad.mean_abs_logit > 1.5 * good.mean_abs_logit
@@ -89,7 +99,15 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
 
 def test_fp16_pass_on_the_dynamo_export(gate_videos: list[str], tmp_path: Path) -> None:
     result = export_artifact(
-        CKPT, classes="ucf101", frames=4, out=tmp_path / "a", precision="fp16", opset=18, videos=gate_videos[:1]
+        CKPT,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            opset=18,
+            videos=gate_videos[:1],
+            precision=PrecisionOptions(precision="fp16"),
+        ),
     )
     assert result.report is not None and result.report.passed and "dynamo" in result.spec.exporter
     assert result.spec.quantization is not None and result.spec.quantization.nodes >= 10
@@ -144,13 +162,15 @@ def _int8_structure(root: Path, form: str) -> None:
 def test_int8_forms_pass_the_gate(form: str, gate_videos: list[str], calib_videos: list[str], tmp_path: Path) -> None:
     result = export_artifact(
         CKPT,
-        classes="ucf101",
-        frames=4,
-        out=tmp_path / "a",
-        precision="int8",
-        calib=calib_videos if form != "dynamic" else (),
-        int8_form=form,
-        videos=gate_videos,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=tmp_path / "a",
+            videos=gate_videos,
+            precision=PrecisionOptions(
+                precision="int8", calib=calib_videos if form != "dynamic" else (), int8_form=form
+            ),
+        ),
     )  # type: ignore[arg-type]
     spec = result.spec
     assert result.report is not None and result.report.passed, result.report
@@ -173,13 +193,13 @@ def uint8_qdq(tmp_path_factory: pytest.TempPathFactory, calib_videos: list[str])
     out = tmp_path_factory.mktemp("prec") / "u8"
     export_artifact(
         CKPT,
-        classes="ucf101",
-        frames=4,
-        out=out,
-        precision="int8",
-        calib=calib_videos,
-        int8_form="qdq-uint8",
-        verify=False,
+        ExportOptions(
+            classes="ucf101",
+            frames=4,
+            out=out,
+            verify=False,
+            precision=PrecisionOptions(precision="int8", calib=calib_videos, int8_form="qdq-uint8"),
+        ),
     )
     return out
 
@@ -195,20 +215,46 @@ def test_cli_offers_the_int8_forms_of_the_exporter() -> None:
     from vtc_deploy.export.precision import DEFAULT_INT8_FORM, INT8_FORMS
 
     option = next(p for p in export.params if p.name == "int8_form")
-    assert option.default == DEFAULT_INT8_FORM and list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]
+    assert list(option.type.choices) == list(INT8_FORMS)  # type: ignore[attr-defined]
+    assert option.default is None and PrecisionOptions(precision="int8").checked().int8_form == DEFAULT_INT8_FORM
 
 
 def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--calib VIDEOS"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="qdq")
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_form="qdq")
+            ),
+        )
     with pytest.raises(UsageError, match="not used by --int8-form dynamic"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", calib=gate_videos)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", calib=gate_videos)
+            ),
+        )
     with pytest.raises(UsageError, match="saturate on AVX2 and AVX-512 CPUs without VNNI"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_weight_bits=8)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_weight_bits=8)
+            ),
+        )
     with pytest.raises(UsageError, match="--int8-form must be one of dynamic, qdq, qdq-uint8"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="int8", int8_form="int4")  # type: ignore[arg-type]
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="int8", int8_form="int4")
+            ),
+        )  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="only used with --precision int8"):
-        export_artifact(CKPT, classes="ucf101", out=tmp_path / "a", precision="fp16", calib=gate_videos)
+        export_artifact(
+            CKPT,
+            ExportOptions(
+                classes="ucf101", out=tmp_path / "a", precision=PrecisionOptions(precision="fp16", calib=gate_videos)
+            ),
+        )
     cli_cases = [
         (["--int8-form", "qdq"], ["--calib"]),
         (["--int8-weight-bits", "8"], ["8-bit int8 weights are not ISA-independent", "VNNI"]),
@@ -220,7 +266,7 @@ def test_precision_usage_errors(gate_videos: list[str], tmp_path: Path) -> None:
 
 
 def test_tensorrt_paths_fail_cleanly_without_a_gpu(gate_videos: list[str], uint8_qdq: Path, tmp_path: Path) -> None:
-    export_artifact(CKPT, classes="ucf101", frames=4, out=tmp_path / "a", verify=False)
+    export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=tmp_path / "a", verify=False))
     assert create_backend("auto", Artifact.open(tmp_path / "a")).name == "onnxruntime"
     assert_one_line_error(run_cli("build-engine", str(tmp_path / "a")), "TensorRT is not installed")
     assert_one_line_error(

@@ -17,7 +17,7 @@ from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.inputs import read_views
 from vtc_deploy.pipeline import Classifier, aggregate_views
 from vtc_deploy.preprocess import to_float
@@ -27,7 +27,7 @@ from vtc_deploy.runtimes import create_backend
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("rt") / "model"
-    export_artifact(str(ours_ckpt), out=out, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.pipeline import Classifier
 from vtc_deploy.serve_client import connect
 from vtc_deploy.serve_client import infer as _infer
@@ -93,7 +93,7 @@ def _stop_server(server: dict) -> None:  # type: ignore[type-arg]
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("serve") / "model"
-    export_artifact(str(ours_ckpt), out=out, verify=False, text=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False, text=False))
     return out
 
 
@@ -106,6 +106,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, artifact: Path):  # type: i
     _stop_server(server)
 
 
+@pytest.mark.slow
 def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/vtc_video/ready"):
         with urllib.request.urlopen(f"http://127.0.0.1:{server['http']}{path}", timeout=5) as r:
@@ -164,6 +165,7 @@ def test_health_and_concurrent_requests(server, real_videos: list[Path]) -> None
     )
 
 
+@pytest.mark.slow
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
     client = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
     out = _infer(client, "vtc_video", "video", np.array([[os.urandom(4096)]], dtype=object), "BYTES", "clip-17")
@@ -194,6 +196,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_video
     assert server["proc"].poll() is None
 
 
+@pytest.mark.slow
 def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
     proc = server["proc"]
     children = descendants(proc.pid)

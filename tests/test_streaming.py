@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from vtc_deploy.artifact import Artifact
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.inputs import read_views
 from vtc_deploy.streaming import StreamClassifier, StreamSource, parse_span
 from vtc_deploy.video import open_video
@@ -24,7 +24,7 @@ from vtc_deploy.video import open_video
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     out = tmp_path_factory.mktemp("stream") / "model"
-    export_artifact(str(ours_ckpt), out=out, streaming=True, verify=False)  # T = 4
+    export_artifact(str(ours_ckpt), ExportOptions(out=out, streaming=True, verify=False))  # T = 4
     return out
 
 
@@ -98,7 +98,7 @@ def test_pipe_is_read_progressively_and_its_end_is_an_error_line(artifact: Path)
             sys.executable,
             "-m",
             "vtc_deploy",
-            "run",
+            "stream",
             "--model",
             str(artifact),
             "--window",
@@ -139,7 +139,7 @@ def test_file_being_written_that_stops_ends_with_an_error_line(artifact: Path, t
     try:
         time.sleep(0.3)
         proc = run_cli(
-            "run",
+            "stream",
             "--model",
             str(artifact),
             "--window",
@@ -165,12 +165,30 @@ def test_file_being_written_that_stops_ends_with_an_error_line(artifact: Path, t
 def test_truncated_file_and_missing_streaming_graphs(
     artifact: Path, bad_files: dict[str, Path], ours_ckpt: Path, tmp_path: Path
 ) -> None:
-    proc = run_cli("run", "--model", str(artifact), "--window", "8", "--json", str(bad_files["truncated_faststart"]))
+    proc = run_cli("stream", "--model", str(artifact), "--window", "8", "--json", str(bad_files["truncated_faststart"]))
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert proc.returncode == 1 and lines[-1]["error"] and "Traceback" not in proc.stderr
     assert "truncated" in lines[-1]["error"] or "stream failed" in lines[-1]["error"]
-    export_artifact(str(ours_ckpt), out=tmp_path / "plain", verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=tmp_path / "plain", verify=False))
     assert_one_line_error(
-        run_cli("run", "--model", str(tmp_path / "plain"), "--window", "8", str(bad_files["truncated_faststart"])),
+        run_cli("stream", "--model", str(tmp_path / "plain"), "--window", "8", str(bad_files["truncated_faststart"])),
         "--streaming",
     )
+
+
+def test_stream_command_is_torch_free_and_takes_the_default_stride(artifact: Path, real_videos: list[Path]) -> None:
+    """``vtc-deploy stream`` where ``import torch`` raises; without --stride the step is a quarter of the window."""
+    blocked = (
+        "import runpy, sys\n"
+        "sys.modules['torch'] = None\n"
+        "sys.argv = ['vtc-deploy', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('vtc_deploy', run_name='__main__')\n"
+        "finally:\n"
+        "    assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None], 'torch was imported'\n"
+    )
+    cmd = [sys.executable, "-c", blocked, "stream", "--model", str(artifact), "--window", "8", "--json"]
+    proc = subprocess.run([*cmd, str(real_videos[2])], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    starts = [json.loads(line)["window"]["start_frame"] for line in proc.stdout.splitlines()]
+    assert starts == list(range(0, 120 - 8 + 1, 2))  # stride 8 // 4

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
-from vtc_deploy.export import export_artifact
+from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
 from vtc_deploy.export.parity import run_gate
 from vtc_deploy.runtimes import create_backend
 from vtc_deploy.runtimes.trt_build import EngineProfile, build_engine, find_engine
@@ -35,12 +35,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, real_videos: list[Path])
         calib = [str(real_videos[1]), str(real_videos[2])] if precision == "int8" else []
         export_artifact(
             CKPT,
-            classes="ucf101",
-            frames=4,
-            out=root / precision,
-            precision=precision,  # type: ignore[arg-type]
-            calib=calib,
-            verify=False,
+            ExportOptions(
+                classes="ucf101",
+                frames=4,
+                out=root / precision,
+                verify=False,
+                precision=PrecisionOptions(precision=precision, calib=calib),
+            ),
         )
         out[precision] = root / precision
     return out

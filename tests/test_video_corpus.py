@@ -478,12 +478,12 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
     """``vtc-deploy run`` on a video stored sideways with a display matrix: the runtime's frames are the upright
     frames; ``--no-autorotate`` classifies the stored frames (other logits)."""
     from tests.conftest import run_cli
-    from vtc_deploy.export import export_artifact
+    from vtc_deploy.export import ExportOptions, export_artifact
     from vtc_deploy.pipeline import Classifier
     from vtc_deploy.preprocess import preprocess_frames
 
     artifact = tmp_path / "model"
-    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=artifact, verify=False))
     upright = scene(24, 64, 96)
     stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # rotation 90: turned clockwise on disk
     path = encode(tmp_path / "phone.mp4", stored, options=B_FRAMES, rotation=90)

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import torch
 
-from vtc_deploy.checkpoint import LoadedModel, default_input_spec, load_model
+from vtc_deploy.checkpoint import LoadedModel, load_model
 from vtc_deploy.errors import ConfigError
 from vtc_deploy.labels import DEFAULT_TEMPLATES
 from vtc_deploy.model import ModelConfig, VideoTextClassifier, build_clip, build_head
+from vtc_deploy.openclip import default_input_spec
 from vtc_deploy.spec import ExportSource
 from vtc_deploy.text_classifier import encode_class_names
 

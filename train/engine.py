@@ -1,9 +1,12 @@
 """The training loop: ``train(config, out)`` and ``evaluate_checkpoint(config)``.
 
-Owns: the order of a run -- check the data completely, resolve a resume, build the model, optimiser and loaders, loop
-(AMP on CUDA, gradient accumulation with DDP ``no_sync``, clipping, the schedule per optimiser step), evaluate, write
-resume checkpoints and, at the end, the final checkpoint in the self-describing format ``vtc-deploy export`` reads.
+Owns: the data check before a run (``prepare_data``) and the order of a run -- check the data completely, resolve a
+resume, build the model, optimiser and loaders, loop (AMP on CUDA, gradient accumulation with DDP ``no_sync``,
+clipping, the schedule per optimiser step), evaluate, write resume checkpoints and, at the end, the final checkpoint
+in the self-describing format ``vtc-deploy export`` reads.
 Rank 0 alone logs and writes files; every process evaluates its shard.
+Resuming lives in ``resume`` and what a run reports (log lines, metrics rows, ``summary.json``, ``TrainResult``) in
+``reporting``; ``_Trainer`` combines them with the loop.
 Imports: torch, vtc_deploy, the other train modules.
 
 Run directory (``out``): ``config.json`` (the effective config), ``train.log``, ``metrics.csv``, ``resume.pt`` while
@@ -19,10 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -36,14 +36,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vtc_deploy.checkpoint import LoadedModel, load_model, save_checkpoint
-from vtc_deploy.errors import CheckpointError, ConfigError, UsageError
+from vtc_deploy.errors import ConfigError, UsageError
 from vtc_deploy.labels import load_class_names
 from vtc_deploy.spec import InputSpec, SamplingSpec
 
 from . import distributed as D
 from .augment import ClipAugment
 from .build import build_model
-from .config import TrainConfig, resume_conflicts
+from .config import TrainConfig
 from .datasets import (
     EvalViews,
     ResumableSampler,
@@ -57,43 +57,13 @@ from .datasets import (
 )
 from .evaluate import EvalResult, extract, metrics
 from .monitor import Monitor
-from .optim import build_optimizer, build_scheduler, summarize
-from .state import RESUME_NAME, load_state, rng_state, save_state, set_rng_state
+from .optim import build_optimizer, build_scheduler
+from .reporting import ReportMixin, TrainResult
+from .resume import CONFIG_NAME, FINAL_NAME, ResumeMixin, resume_state
 
 log = logging.getLogger("vtc_deploy.train")
-CONFIG_NAME = "config.json"
-FINAL_NAME = "final.pt"
-SUMMARY_NAME = "summary.json"
 
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished run produced (``checkpoint`` is None on ranks other than 0)."""
-
-    out: Path
-    checkpoint: Path | None
-    epochs: int
-    steps: int
-    seconds: float
-    step_seconds: float  # mean wall time per optimiser step
-    data_wait_share: float  # share of that time spent waiting for the data loader
-    val: EvalResult | None  # the last evaluation during training
-    final: EvalResult | None  # the final evaluation (final_clips x final_crops views)
-    resumed_from_step: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "out": str(self.out),
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-            "epochs": self.epochs,
-            "steps": self.steps,
-            "seconds": round(self.seconds, 3),
-            "step_seconds": round(self.step_seconds, 4),
-            "data_wait_share": round(self.data_wait_share, 4),
-            "val": self.val.to_dict() if self.val else None,
-            "final": self.final.to_dict() if self.final else None,
-            "resumed_from_step": self.resumed_from_step,
-        }
+__all__ = ["CONFIG_NAME", "FINAL_NAME", "Splits", "TrainResult", "evaluate_checkpoint", "prepare_data", "train"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +118,7 @@ def prepare_data(config: TrainConfig, *, need_train: bool = True) -> Splits:
     return Splits(classes=classes, train=train, val=splits["val"], flip_swap=flip_swap)
 
 
-# ------------------------------------------------------------------------------------------------------ training
+# -------------------------------------------------------------------------------------------------- training
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> TrainResult:
@@ -160,7 +130,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Trai
     out = Path(out)
     rank = D.env_rank()
     splits = prepare_data(config)
-    state = _resume_state(config, out) if resume else None
+    state = resume_state(config, out) if resume else None
     if state is None and (out / CONFIG_NAME).exists():
         raise UsageError(
             f"{out} already holds a run ({CONFIG_NAME}); pass --resume to continue it or choose another --out"
@@ -188,32 +158,14 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Trai
         D.teardown()
 
 
-def _resume_state(config: TrainConfig, out: Path) -> dict[str, Any]:
-    path = out / RESUME_NAME
-    if not path.exists() and (out / FINAL_NAME).exists():
-        raise CheckpointError(
-            f"the run already finished ({FINAL_NAME} is there) and its resume checkpoint was removed; to train more, "
-            f"start a new run with model.init={out / FINAL_NAME}",
-            path=path,
-        )
-    state = load_state(path)
-    saved = TrainConfig.from_dict(state["config"], f"{path}: config")
-    conflicts, changes = resume_conflicts(saved, config)
-    if conflicts:
-        raise ConfigError(f"cannot resume {path}: {'; '.join(conflicts)}")
-    for change in changes:
-        log.warning("resuming with a changed setting: %s", change)
-    return state
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
 
-class _Trainer:
-    """One run's state; ``run()`` is the loop."""
+class _Trainer(ResumeMixin, ReportMixin):
+    """One run's state; ``run()`` is the loop (resume: ``ResumeMixin``, reports: ``ReportMixin``)."""
 
     def __init__(
         self,
@@ -283,66 +235,6 @@ class _Trainer:
         self.last_val: EvalResult | None = None
         self.last_val_step = -1
 
-    # ---------------------------------------------------------------------------------------------- state
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        saved_model = state["model_config"]
-        mine = self.loaded.config.to_dict()
-        for key in ("architecture", "clip", "head", "head_layers", "frames"):
-            if saved_model.get(key) != mine.get(key):
-                raise ConfigError(
-                    f"cannot resume: the checkpoint's model has {key}={saved_model.get(key)!r}, this config builds "
-                    f"{mine.get(key)!r}"
-                )
-        if int(state.get("train_size", len(self.splits.train))) != len(self.splits.train):
-            raise ConfigError(
-                f"cannot resume: the checkpoint's training split had {state.get('train_size')} clips, this one has "
-                f"{len(self.splits.train)}"
-            )
-        saved_world = int(state.get("world_size", 1))
-        if int(state["batch_in_epoch"]) and saved_world != self.info.world_size:
-            raise UsageError(
-                f"the resume checkpoint is from the middle of an epoch of a {saved_world}-process run; resume it with "
-                f"{saved_world} processes (now {self.info.world_size})"
-            )
-        from vtc_deploy.checkpoint import load_state_strict
-
-        load_state_strict(self.model, state["model"], what="resume checkpoint weights", path=self.out / RESUME_NAME)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        rngs = state.get("rng") or []
-        if saved_world == self.info.world_size and len(rngs) > self.info.rank:
-            set_rng_state(rngs[self.info.rank])
-        self.resumed_from = self.step
-        log.info("resumed from step %d (epoch %d, batch %d of it)", self.step, self.epoch + 1, self.batch_in_epoch)
-
-    def _save_resume(self, epoch: int, batch_in_epoch: int) -> None:
-        rngs = D.all_gather_objects(self.info, rng_state())
-        if not self.info.is_main:
-            return
-        payload = {
-            "config": self.cfg.to_dict(),
-            "model_config": self.loaded.config.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": epoch,
-            "step": self.step,
-            "batch_in_epoch": batch_in_epoch,
-            "world_size": self.info.world_size,
-            "train_size": len(self.splits.train),
-            "rng": rngs,
-        }
-        save_state(self.out / RESUME_NAME, payload)
-        log.debug("resume checkpoint at step %d", self.step)
-
-    # ---------------------------------------------------------------------------------------------- loop
-
     def run(self) -> TrainResult:
         cfg, info = self.cfg, self.info
         self._log_start()
@@ -389,11 +281,7 @@ class _Trainer:
             final=final,
             resumed_from_step=self.resumed_from,
         )
-        if info.is_main:
-            (self.out / SUMMARY_NAME).write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
-            if not cfg.run.keep_resume:
-                (self.out / RESUME_NAME).unlink(missing_ok=True)
-            log.info("done in %s: %d steps, final checkpoint %s", _hms(result.seconds), self.step, checkpoint)
+        self._finish_report(result, checkpoint)
         return result
 
     def _train_epoch(self) -> bool:
@@ -484,50 +372,6 @@ class _Trainer:
             return lambda: torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext
 
-    # ---------------------------------------------------------------------------------------------- reports
-
-    def _log_step(self, loss: float, correct: float, count: float, seconds: float, wait: float, steps: int) -> None:
-        loss, correct, count, seconds, wait = D.all_sum(self.info, [loss, correct, count, seconds, wait])
-        world = self.info.world_size
-        seconds, wait = seconds / world, wait / world  # mean over processes
-        step_s = seconds / max(1, steps)
-        self.step_time += seconds
-        self.wait_time += wait
-        self.timed_steps += steps
-        lr = max(g["lr"] for g in self.optimizer.param_groups)
-        mean_loss = loss / max(1.0, count)
-        top1 = 100.0 * correct / max(1.0, count)
-        share = wait / seconds if seconds else 0.0
-        rate = count / seconds if seconds else 0.0
-        eta = step_s * (self.total_steps - self.step)
-        log.info(
-            "epoch %d/%d step %d/%d  loss %.4f  train top-1 %.1f%%  lr %.2e  %.3f s/step (data wait %.0f%%)  "
-            "%.1f clips/s  eta %s",
-            self.epoch + 1,
-            self.cfg.optim.epochs,
-            self.step,
-            self.total_steps,
-            mean_loss,
-            top1,
-            lr,
-            step_s,
-            100 * share,
-            rate,
-            _hms(eta),
-        )
-        self.monitor.row(
-            kind="train",
-            epoch=self.epoch + 1,
-            step=self.step,
-            loss=mean_loss,
-            train_top1=top1,
-            lr=lr,
-            step_s=step_s,
-            data_wait_share=share,
-            samples_per_s=rate,
-            elapsed_s=self._elapsed(),
-        )
-
     def _evaluate(self, clips: int, crops: int, *, kind: str, half: bool = False) -> EvalResult:
         cfg = self.cfg
         views = clips * crops
@@ -555,33 +399,7 @@ class _Trainer:
         result = metrics(
             features, views=views, class_embeddings=self.model.class_embeddings.float().cpu().numpy(), half=half
         )
-        half_text = ""
-        if result.half_classes:
-            h = result.half_classes
-            half_text = (
-                f"; half-classes top-1 {h['half_top1_mean']:.2f} +- {h['half_top1_std']:.2f}, "
-                f"top-5 {h['half_top5_mean']:.2f} +- {h['half_top5_std']:.2f}"
-            )
-        log.info(
-            "%s after epoch %d: top-1 %.2f%%  top-5 %.2f%%  (%d videos x %d views, %.1f s)%s",
-            kind,
-            self.epoch,
-            result.top1,
-            result.top5,
-            result.videos,
-            views,
-            time.perf_counter() - t0,
-            half_text,
-        )
-        self.monitor.row(
-            kind=kind,
-            epoch=self.epoch,
-            step=self.step,
-            top1=result.top1,
-            top5=result.top5,
-            views=views,
-            elapsed_s=self._elapsed(),
-        )
+        self._report_eval(kind, result, views, time.perf_counter() - t0)
         return result
 
     def _save_final(self, final: EvalResult | None) -> Path | None:
@@ -603,61 +421,12 @@ class _Trainer:
         log.info("wrote %s", path)
         return path
 
-    def _log_start(self) -> None:
-        if not self.info.is_main:
-            return
-        cfg, m = self.cfg, self.loaded.config
-        trainable = sum(p.numel() for p in self.trainable)
-        log.info(
-            "model: %s; weights: %s; head %s, T=%d, %d classes; %s trainable parameters",
-            m.architecture,
-            m.weights,
-            m.head,
-            m.frames,
-            len(self.splits.classes),
-            f"{trainable:,}",
-        )
-        for g in summarize(self.optimizer):
-            log.info(
-                "  group %-14s %4d tensors %12s params  lr %.2e  weight decay %g",
-                g.name,
-                g.tensors,
-                f"{g.parameters:,}",
-                g.lr,
-                g.weight_decay,
-            )
-        log.info(
-            "data: %d training clips (%s), %d validation videos; %d process(es) on %s, batch %d x %d accumulation "
-            "-> %d steps/epoch, %d steps; %s",
-            len(self.splits.train),
-            f"{cfg.data.shots}-shot" if cfg.data.shots else "full",
-            len(self.splits.val),
-            self.info.world_size,
-            self.info.device,
-            cfg.data.batch_size,
-            cfg.optim.accumulate,
-            self.steps_per_epoch,
-            self.total_steps,
-            "AMP fp16" if self.use_amp else "fp32",
-        )
-        if cfg.run.precision == "amp" and not self.use_amp:
-            log.info("run.precision=amp runs on CUDA only; this run is fp32")
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self.start_time
-
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    return str(datetime.timedelta(seconds=int(seconds)))
-
-
-# ------------------------------------------------------------------------------------------------------ evaluation
+# ------------------------------------------------------------------------------------------------ evaluation
 
 
 def evaluate_checkpoint(config: TrainConfig) -> EvalResult:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vtc_deploy.checkpoint import read_checkpoint_file
 from vtc_deploy.errors import CheckpointError
 from vtc_deploy.staging import atomic_write
+from vtc_deploy.weights import read_checkpoint_file
 
 STATE_FORMAT = "vtc-deploy-train-state"
 STATE_VERSION = 1

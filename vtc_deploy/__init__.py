@@ -1,7 +1,8 @@
 """vtc-deploy: Text4Vis-style video classifiers from fine-tuning to ONNX Runtime and TensorRT.
 
 The top-level package is torch-free: importing it (or ``vtc_deploy.runtimes``) never imports torch. The torch-side
-model core lives in ``vtc_deploy.model``, ``vtc_deploy.checkpoint`` and ``vtc_deploy.text_classifier``.
+model core lives in ``vtc_deploy.model``, ``vtc_deploy.checkpoint`` (with ``weights`` and ``openclip``) and
+``vtc_deploy.text_classifier``.
 """
 
 from __future__ import annotations

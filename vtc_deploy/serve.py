@@ -328,8 +328,9 @@ class _Stop:
         self.event.set()
 
 
-def serve(model_dir: str | Path, config: ServeConfig = ServeConfig()) -> None:
-    """Serve ``model_dir`` until SIGINT/SIGTERM, then drain and stop within ``config.drain_timeout`` seconds."""
+def serve(model_dir: str | Path | None, config: ServeConfig = ServeConfig()) -> None:
+    """Serve ``model_dir`` (None: the default zero-shot model, see ``zoo``) until SIGINT/SIGTERM, then drain and stop
+    within ``config.drain_timeout`` seconds."""
     try:
         from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy
     except ImportError:
@@ -343,6 +344,10 @@ def serve(model_dir: str | Path, config: ServeConfig = ServeConfig()) -> None:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     _set_child_subreaper()
     _limit_malloc_arenas()
+    if model_dir is None:
+        from vtc_deploy.zoo import ensure_default_model
+
+        model_dir = ensure_default_model()
     workspace = Path(tempfile.mkdtemp(prefix=f"vtc-serve-{os.getpid()}-workspace-"))
     classifier = Classifier.load(model_dir, backend=config.backend)
     service = VideoService(classifier, config)

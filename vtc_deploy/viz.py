@@ -1,6 +1,6 @@
 """``run --viz``: a PNG with the sampled frames of a video and a bar chart of its top-k classes (torch-free).
 
-Owns: ``render``. Imports: numpy, Pillow.
+Owns: ``render`` and ``render_path`` (the file of the i-th of several videos). Imports: numpy, Pillow.
 """
 
 from __future__ import annotations
@@ -40,3 +40,8 @@ def render(result: VideoResult, path: str | Path) -> Path:
     target = Path(path)
     canvas.save(target, format="PNG")
     return target
+
+
+def render_path(path: Path, index: int, count: int) -> Path:
+    """Where the picture of video ``index`` of ``count`` goes: ``path`` itself for one video, else NAME-i.png."""
+    return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix or '.png'}")
