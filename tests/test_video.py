@@ -93,6 +93,7 @@ def test_array_video_and_views() -> None:
         ArrayVideo(frames.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_no_leak_over_many_opens(real_videos: list[Path]) -> None:
     """Opening and reading the same file hundreds of times must not grow memory without bound."""
     path = real_videos[2]

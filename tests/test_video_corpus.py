@@ -460,6 +460,17 @@ def test_rotation_gives_upright_frames(tmp_path: Path, rotation: int) -> None:
             assert np.array_equal(raw, sequential(path, autorotate=False))
     with pytest.raises(VideoDecodeError, match="decord cannot read this file frame-exactly"):
         open_video(path, decoder="decord")
+    # streaming (``run --window``) follows the same rule: the file reader's frames, upright or stored
+    from vtc_deploy.streaming import StreamSource
+
+    for autorotate in (True, False):
+        source = StreamSource(str(path), autorotate=autorotate)
+        try:
+            streamed = np.stack([frame for _, frame in source.frames()])
+        finally:
+            source.close()
+        assert source.rotation == rotation
+        assert np.array_equal(streamed, sequential(path, autorotate=autorotate)), autorotate
 
 
 def test_all_views_in_one_pass_and_dense_rule(corpus: dict[str, Path]) -> None:

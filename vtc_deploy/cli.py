@@ -334,6 +334,7 @@ def run(
             backend,
             threads,
             as_json,
+            autorotate,
         )
     if stride is not None:
         raise click.UsageError("--stride needs --window")
@@ -398,6 +399,7 @@ def _run_stream(
     backend: str,
     threads: int,
     as_json: bool,
+    autorotate: bool = True,
 ) -> int:
     from vtc_deploy.streaming import run_stream
     from vtc_deploy.zoo import ensure_default_model
@@ -421,6 +423,7 @@ def _run_stream(
         input_format=input_format,
         live=live,
         threads=threads or None,
+        autorotate=autorotate,
     ):
         failed += result.error is not None
         if as_json:
