@@ -14,6 +14,7 @@ F / |F| and the aggregated logits are sum_v n_v logits_v / |F| -- exact, without
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,16 @@ def top_predictions(logits: np.ndarray, classes: tuple[str, ...], k: int) -> lis
 
 
 @dataclass
+class RunStats:
+    """Where the consuming thread spent the last ``iter_classify`` run: ``infer_s`` in the backend, ``wait_s``
+    blocked on a video still being decoded (the backend idle), over ``batches`` backend calls."""
+
+    batches: int = 0
+    infer_s: float = 0.0
+    wait_s: float = 0.0
+
+
+@dataclass
 class _Prepared:
     position: int
     name: str
@@ -114,6 +125,7 @@ class Classifier:
         self.backend = backend
         self._classes: tuple[str, ...] = artifact.spec.classes
         self._class_embeddings: np.ndarray | None = None  # [C, D] when the classes were changed at run time
+        self.stats = RunStats()  # of the last (or current) iter_classify run
         if not backend.is_active:
             backend.activate()
 
@@ -249,12 +261,16 @@ class Classifier:
         # Videos in flight: a whole next batch (at least one view per video) plus one per worker, so that the
         # workers prepare the next batch while the backend runs the current one.
         ahead = batch + 2 * workers
+        stats = self.stats = RunStats()
 
         def flush(limit: int) -> None:
             while len(buffer) >= limit and buffer:
                 chunk, buffer[:] = buffer[:batch], buffer[batch:]
                 feed = np.stack([p.prepared.feed[v] for p, v in chunk])  # type: ignore[index]  # [b, ...]
+                started = time.perf_counter()
                 out = self.backend.infer(feed)
+                stats.infer_s += time.perf_counter() - started
+                stats.batches += 1
                 for row, (pending, view) in enumerate(chunk):
                     pending.outputs.append((view, out.logits[row], out.embedding[row], float(out.feature_norm[row])))
                     prepared = pending.prepared
@@ -269,7 +285,9 @@ class Classifier:
                     next_submit += 1
                 if queue:
                     position, future = queue.popleft()
+                    started = time.perf_counter()
                     prepared = future.result()
+                    stats.wait_s += time.perf_counter() - started
                     if prepared.error is not None or prepared.feed is None:
                         finished[position] = VideoResult(video=prepared.name, error=prepared.error)
                     else:

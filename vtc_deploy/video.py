@@ -25,7 +25,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
   that packet only). Every decoded range is checked: each packet fed without skipping comes out as exactly one frame
   with its pts, nothing else comes out, no frame is flagged corrupt. A failed check or a decode error switches the
   file to the sequential path. VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown
-  frame each, as their MP4/Matroska mappings require.
+  frame each, as their MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode
+  (their headers carry the stream parameters; the probe would decode the first pictures once more).
 - *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
   frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
