@@ -71,13 +71,15 @@ def main() -> None:
 
     # Interleaved rounds: end-to-end, then pure inference, then again; the ratio is taken within each round so that
     # a machine whose load changes during the run slows both sides of a ratio alike.
-    e2e, pure, waits = [], [], []  # waits: seconds the backend sat idle waiting for a decoded video
+    # waits: seconds the backend sat idle waiting for a decoded video; backend_s: seconds inside the backend
+    e2e, pure, waits, backend_s = [], [], [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
         results = clf.classify(files, batch=args.batch, workers=args.workers)
         e2e.append(len(files) / (time.perf_counter() - start))
         assert all(r.ok for r in results)
         waits.append(clf.stats.wait_s)
+        backend_s.append(clf.stats.infer_s)
         start = time.perf_counter()
         for i in range(0, len(feeds), args.batch):
             clf.backend.infer(feeds[i : i + args.batch])
@@ -90,7 +92,15 @@ def main() -> None:
         f"end-to-end / pure inference = {statistics.median(ratios):.2f} (median of the per-round ratios: "
         f"{', '.join(f'{r:.2f}' for r in ratios)}; best/best {best_e2e / best_pure:.2f})"
     )
-    print(f"inference waited for decoding: {', '.join(f'{w:.2f}' for w in waits)} s per round")
+    print(
+        "per end-to-end round: backend idle waiting for decoding "
+        + ", ".join(f"{w:.2f}" for w in waits)
+        + " s; time inside the backend "
+        + ", ".join(f"{b:.2f}" for b in backend_s)
+        + " s (pure inference: "
+        + ", ".join(f"{len(feeds) / p:.2f}" for p in pure)
+        + " s; more inside the run = the input path slowed inference down: shared cores, caches, memory)"
+    )
     cores = os.cpu_count() or 1
     t_inf = len(files) / best_pure
     # CPU-time bound: inference occupies `threads` cores for t_inf; the input work t_input spreads over the workers;
