@@ -291,6 +291,10 @@ def test_every_decoder_equals_the_sequential_decode(corpus: dict[str, Path], nam
         pytest.skip(f"this FFmpeg build cannot write {name} ({path.name})")
     ref = sequential(path)
     assert len(ref) >= N - 5, f"{name}: the generated file decodes to only {len(ref)} frames"  # edit list: -5
+    with av.open(str(path)) as container:  # FFmpeg's full probe (the indexed path opens without its decode)
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        probed_fps = float(rate) if rate else 0.0
     for decoder in ("pyav", "auto", "decord"):
         try:
             reader = open_video(path, decoder=decoder)  # type: ignore[arg-type]
@@ -301,6 +305,7 @@ def test_every_decoder_equals_the_sequential_decode(corpus: dict[str, Path], nam
         with reader:
             assert reader.info.num_frames == len(ref), f"{name} {decoder}: n={reader.info.num_frames} != {len(ref)}"
             assert (reader.info.height, reader.info.width) == ref.shape[1:3]
+            assert reader.info.fps == pytest.approx(probed_fps), f"{name} {decoder}: opened without the probe decode"
             for idx in text4vis_indices(len(ref)):
                 got = reader.get_frames_at(idx)
                 assert np.array_equal(got, ref[idx]), (
