@@ -518,3 +518,26 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[flag] = [p["logit"] for p in json.loads(proc.stdout)["topk"]]
     assert not np.allclose(outputs["--autorotate"], outputs["--no-autorotate"])
+
+
+@pytest.mark.slow
+def test_pipeline_prepares_videos_itself_while_the_backend_is_idle(
+    tmp_path: Path, ours_ckpt: Path, real_videos: list[Path]
+) -> None:
+    """With one decoding worker the consuming thread decodes, at start-up, the videos of the first batch that the
+    worker has not started (so the backend starts sooner); the results are those of a plain run, in input order."""
+    from vtc_deploy.export import export_artifact
+
+    from vtc_deploy.pipeline import Classifier
+
+    artifact = tmp_path / "model"
+    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    videos = real_videos * 2  # 8 videos, batch 4
+    with Classifier.load(artifact) as clf:
+        helped = clf.classify(videos, batch=4, workers=1)
+        assert clf.stats.helped >= 1 and clf.stats.batches == 2  # the worker decodes in order: video 3 was not started
+        alone = [clf.classify(v, batch=1, workers=1)[0] for v in videos]
+    assert [r.video for r in helped] == [str(v) for v in videos]
+    for a, b in zip(helped, alone, strict=True):
+        assert a.ok and b.ok
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)
