@@ -72,7 +72,7 @@ def main() -> None:
     # Interleaved rounds: end-to-end, then pure inference, then again; the ratio is taken within each round so that
     # a machine whose load changes during the run slows both sides of a ratio alike.
     # waits: seconds the backend sat idle waiting for a decoded video; backend_s: seconds inside the backend
-    e2e, pure, waits, backend_s = [], [], [], []
+    e2e, pure, waits, backend_s, helped = [], [], [], [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
         results = clf.classify(files, batch=args.batch, workers=args.workers)
@@ -80,6 +80,7 @@ def main() -> None:
         assert all(r.ok for r in results)
         waits.append(clf.stats.wait_s)
         backend_s.append(clf.stats.infer_s)
+        helped.append(clf.stats.helped)
         start = time.perf_counter()
         for i in range(0, len(feeds), args.batch):
             clf.backend.infer(feeds[i : i + args.batch])
@@ -95,7 +96,7 @@ def main() -> None:
     print(
         "per end-to-end round: backend idle waiting for decoding "
         + ", ".join(f"{w:.2f}" for w in waits)
-        + " s; time inside the backend "
+        + f" s (videos it prepared itself meanwhile: {', '.join(map(str, helped))}); time inside the backend "
         + ", ".join(f"{b:.2f}" for b in backend_s)
         + " s (pure inference: "
         + ", ".join(f"{len(feeds) / p:.2f}" for p in pure)
