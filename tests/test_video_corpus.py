@@ -500,7 +500,7 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
     from vtc_deploy.preprocess import preprocess_frames
 
     artifact = tmp_path / "model"
-    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    export_artifact(str(ours_ckpt), out=artifact, streaming=True, verify=False)
     upright = scene(24, 64, 96)
     stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # rotation 90: turned clockwise on disk
     path = encode(tmp_path / "phone.mp4", stored, options=B_FRAMES, rotation=90)
@@ -517,6 +517,12 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
         proc = run_cli("run", "--model", str(artifact), "--json", flag, str(path))
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[flag] = [p["logit"] for p in json.loads(proc.stdout)["topk"]]
+        # streaming: one window over the whole video is that video's clip, with the same rotation rule
+        proc = run_cli("run", "--model", str(artifact), "--json", "--window", "24", flag, str(path))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        window = json.loads(proc.stdout.splitlines()[0])
+        assert window["window"] == {"start_frame": 0, "end_frame": 24, "start_s": 0.0, "end_s": 0.96}
+        np.testing.assert_allclose([p["logit"] for p in window["topk"]], outputs[flag], atol=1e-4, rtol=0)
     assert not np.allclose(outputs["--autorotate"], outputs["--no-autorotate"])
 
 
