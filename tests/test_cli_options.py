@@ -19,7 +19,7 @@ OPTIONS = {
     },
     "stream": {
         "--model", "--window", "--stride", "--topk", "--provider", "--threads", "--json", "--classes", "--templates",
-        "--follow", "--timeout", "--input-format", "--live", "--no-live",
+        "--follow", "--timeout", "--input-format", "--live", "--no-live", "--autorotate", "--no-autorotate",
     },
     "export": {
         "--ckpt", "--clip", "--classes", "--templates", "--frames", "--input", "--opset", "--exporter", "--out",
@@ -66,7 +66,7 @@ def test_top_level_help_lists_every_command() -> None:
 
 
 RUN_ONLY = [["--clips", "2"], ["--crops", "3"], ["--batch", "2"], ["--workers", "1"], ["--decoder", "pyav"],
-            ["--no-autorotate"], ["--autorotate"], ["--viz", "x.png"], ["--progress"], ["--no-progress"]]  # fmt: skip
+            ["--viz", "x.png"], ["--progress"], ["--no-progress"]]  # fmt: skip
 STREAM_ONLY = [["--window", "8"], ["--stride", "2"], ["--follow"], ["--timeout", "3"], ["--input-format", "mpegts"],
                ["--live"], ["--no-live"], ["--provider", "cpu"]]  # fmt: skip
 

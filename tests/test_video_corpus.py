@@ -291,6 +291,10 @@ def test_every_decoder_equals_the_sequential_decode(corpus: dict[str, Path], nam
         pytest.skip(f"this FFmpeg build cannot write {name} ({path.name})")
     ref = sequential(path)
     assert len(ref) >= N - 5, f"{name}: the generated file decodes to only {len(ref)} frames"  # edit list: -5
+    with av.open(str(path)) as container:  # FFmpeg's full probe (the indexed path opens without its decode)
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        probed_fps = float(rate) if rate else 0.0
     for decoder in ("pyav", "auto", "decord"):
         try:
             reader = open_video(path, decoder=decoder)  # type: ignore[arg-type]
@@ -301,6 +305,7 @@ def test_every_decoder_equals_the_sequential_decode(corpus: dict[str, Path], nam
         with reader:
             assert reader.info.num_frames == len(ref), f"{name} {decoder}: n={reader.info.num_frames} != {len(ref)}"
             assert (reader.info.height, reader.info.width) == ref.shape[1:3]
+            assert reader.info.fps == pytest.approx(probed_fps), f"{name} {decoder}: opened without the probe decode"
             for idx in text4vis_indices(len(ref)):
                 got = reader.get_frames_at(idx)
                 assert np.array_equal(got, ref[idx]), (
@@ -460,6 +465,17 @@ def test_rotation_gives_upright_frames(tmp_path: Path, rotation: int) -> None:
             assert np.array_equal(raw, sequential(path, autorotate=False))
     with pytest.raises(VideoDecodeError, match="decord cannot read this file frame-exactly"):
         open_video(path, decoder="decord")
+    # streaming (``vtc-deploy stream``) follows the same rule: the file reader's frames, upright or stored
+    from vtc_deploy.streaming import StreamSource
+
+    for autorotate in (True, False):
+        source = StreamSource(str(path), autorotate=autorotate)
+        try:
+            streamed = np.stack([frame for _, frame in source.frames()])
+        finally:
+            source.close()
+        assert source.rotation == rotation
+        assert np.array_equal(streamed, sequential(path, autorotate=autorotate)), autorotate
 
 
 def test_all_views_in_one_pass_and_dense_rule(corpus: dict[str, Path]) -> None:
@@ -483,7 +499,7 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
     from vtc_deploy.preprocess import preprocess_frames
 
     artifact = tmp_path / "model"
-    export_artifact(str(ours_ckpt), ExportOptions(out=artifact, verify=False))
+    export_artifact(str(ours_ckpt), ExportOptions(out=artifact, streaming=True, verify=False))
     upright = scene(24, 64, 96)
     stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # rotation 90: turned clockwise on disk
     path = encode(tmp_path / "phone.mp4", stored, options=B_FRAMES, rotation=90)
@@ -500,4 +516,33 @@ def test_run_turns_phone_videos_upright_unless_told_not_to(tmp_path: Path, ours_
         proc = run_cli("run", "--model", str(artifact), "--json", flag, str(path))
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs[flag] = [p["logit"] for p in json.loads(proc.stdout)["topk"]]
+        # streaming: one window over the whole video is that video's clip, with the same rotation rule
+        proc = run_cli("stream", "--model", str(artifact), "--json", "--window", "24", flag, str(path))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        window = json.loads(proc.stdout.splitlines()[0])
+        assert window["window"] == {"start_frame": 0, "end_frame": 24, "start_s": 0.0, "end_s": 0.96}
+        np.testing.assert_allclose([p["logit"] for p in window["topk"]], outputs[flag], atol=1e-4, rtol=0)
     assert not np.allclose(outputs["--autorotate"], outputs["--no-autorotate"])
+
+
+@pytest.mark.slow
+def test_pipeline_prepares_videos_itself_while_the_backend_is_idle(
+    tmp_path: Path, ours_ckpt: Path, real_videos: list[Path]
+) -> None:
+    """With one decoding worker the consuming thread decodes, at start-up, the videos of the first batch that the
+    worker has not started (so the backend starts sooner); the results are those of a plain run, in input order."""
+    from vtc_deploy.export import export_artifact
+
+    from vtc_deploy.pipeline import Classifier
+
+    artifact = tmp_path / "model"
+    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    videos = real_videos * 2  # 8 videos, batch 4
+    with Classifier.load(artifact) as clf:
+        helped = clf.classify(videos, batch=4, workers=1)
+        assert clf.stats.helped >= 1 and clf.stats.batches == 2  # the worker decodes in order: video 3 was not started
+        alone = [clf.classify(v, batch=1, workers=1)[0] for v in videos]
+    assert [r.video for r in helped] == [str(v) for v in videos]
+    for a, b in zip(helped, alone, strict=True):
+        assert a.ok and b.ok
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)

@@ -107,6 +107,7 @@ class StreamOptions:
     live: bool | None = None  # whether the end of a source is an error (None: yes for pipes, URLs, cameras)
     provider: ProviderName = "auto"  # ONNX Runtime execution provider (streaming runs its two graphs there)
     threads: int = 0
+    autorotate: bool = True  # frames upright by the display rotation (False: the stored frames)
 
     def __post_init__(self) -> None:
         _check_templates(self.classes, self.templates)
@@ -137,4 +138,5 @@ def run_streams(sources: Sequence[str], options: StreamOptions) -> Iterator[Wind
         live=options.live,
         provider=options.provider,
         threads=options.threads or None,
+        autorotate=options.autorotate,
     )

@@ -14,6 +14,7 @@ F / |F| and the aggregated logits are sum_v n_v logits_v / |F| -- exact, without
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,18 @@ def top_predictions(logits: np.ndarray, classes: tuple[str, ...], k: int) -> lis
 
 
 @dataclass
+class RunStats:
+    """Where the consuming thread spent the last ``iter_classify`` run: ``infer_s`` in the backend, ``wait_s``
+    waiting for (or itself preparing) a video still being decoded -- the backend idle --, over ``batches`` backend
+    calls."""
+
+    batches: int = 0
+    infer_s: float = 0.0
+    wait_s: float = 0.0
+    helped: int = 0  # videos the consuming thread prepared itself while the backend had nothing to run
+
+
+@dataclass
 class _Prepared:
     position: int
     name: str
@@ -114,6 +127,7 @@ class Classifier:
         self.backend = backend
         self._classes: tuple[str, ...] = artifact.spec.classes
         self._class_embeddings: np.ndarray | None = None  # [C, D] when the classes were changed at run time
+        self.stats = RunStats()  # of the last (or current) iter_classify run
         if not backend.is_active:
             backend.activate()
 
@@ -246,12 +260,31 @@ class Classifier:
         # Videos in flight: a whole next batch (at least one view per video) plus one per worker, so that the
         # workers prepare the next batch while the backend runs the current one.
         ahead = batch + 2 * workers
+        stats = self.stats = RunStats()
+
+        views_per_video = clips * crops
+
+        def help_decode(missing_views: int) -> None:
+            """The backend would sit idle until the head video is decoded: prepare, on this thread, the videos that
+            the next batch still needs and that no worker has started (the far ones first, so the workers keep
+            going on the near ones). Start-up of a run with one worker takes about half as long."""
+            needed = min(len(queue), -(-missing_views // views_per_video) - 1)  # besides the head video
+            for slot in range(needed - 1, -1, -1):
+                stolen_position, stolen = queue[slot]
+                if stolen.cancel():  # not started by a worker: it is ours now
+                    done: Future[_Prepared] = Future()
+                    done.set_result(prepare(stolen_position))
+                    queue[slot] = (stolen_position, done)
+                    stats.helped += 1
 
         def flush(limit: int) -> None:
             while len(buffer) >= limit and buffer:
                 chunk, buffer[:] = buffer[:batch], buffer[batch:]
                 feed = np.stack([p.prepared.feed[v] for p, v in chunk])  # type: ignore[index]  # [b, ...]
+                started = time.perf_counter()
                 out = self.backend.infer(feed)
+                stats.infer_s += time.perf_counter() - started
+                stats.batches += 1
                 for row, (pending, view) in enumerate(chunk):
                     pending.outputs.append((view, out.logits[row], out.embedding[row], float(out.feature_norm[row])))
                     prepared = pending.prepared
@@ -266,7 +299,11 @@ class Classifier:
                     next_submit += 1
                 if queue:
                     position, future = queue.popleft()
+                    started = time.perf_counter()
+                    if not future.done():
+                        help_decode(batch - len(buffer))
                     prepared = future.result()
+                    stats.wait_s += time.perf_counter() - started
                     if prepared.error is not None or prepared.feed is None:
                         finished[position] = VideoResult(video=prepared.name, error=prepared.error)
                     else:

@@ -8,7 +8,8 @@ Imports: numpy, PyAV, vtc_deploy torch-free modules, onnxruntime (through runtim
 A window of W frames is classified as Text4Vis classifies a W-frame video: T frames at ``sampling.uniform_indices(W,
 T)`` within the window, centre crop, the temporal head over their embeddings. Frames are encoded once by
 ``frames.onnx``; windows that share sampled frames reuse the cached embeddings; ``head.onnx`` (the temporal head and
-the classifier) runs per window. Live sources (pipes, network URLs, devices, growing files) have no natural end:
+the classifier) runs per window. Frames are turned upright by the display rotation as in ``video.py``
+(``autorotate=False``: stored frames). Live sources (pipes, network URLs, devices, growing files) have no natural end:
 when they stop, the timeline ends with an error line. A file ends normally at its last frame.
 """
 
@@ -28,7 +29,7 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rotate
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -53,7 +54,10 @@ def parse_span(text: str | int, fps: float | None, what: str = "window") -> int:
 
 
 class StreamSource:
-    """Decoded RGB frames of a source, in presentation order, as they arrive."""
+    """Decoded RGB frames of a source, in presentation order, as they arrive.
+
+    ``autorotate`` (default): frames are turned upright by their display rotation (90/180/270), the same rule as
+    ``video.open_video``; ``False`` gives the stored frames (CLI ``--no-autorotate``)."""
 
     def __init__(
         self,
@@ -64,10 +68,13 @@ class StreamSource:
         input_format: str | None = None,
         live: bool | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        autorotate: bool = True,
     ) -> None:
         import av
 
         self.name = source
+        self.autorotate = autorotate
+        self.rotation = 0  # the display rotation of the last frame read (degrees counter-clockwise)
         self.live = (
             live
             if live is not None
@@ -106,7 +113,9 @@ class StreamSource:
 
         try:
             for frame in self._container.decode(video=0):
-                yield self.frames_read, np.asarray(frame.to_ndarray(format="rgb24"))
+                rgb = np.asarray(frame.to_ndarray(format="rgb24"))
+                self.rotation = display_rotation(frame)
+                yield self.frames_read, rotate(rgb, self.rotation) if self.autorotate else rgb
                 self.frames_read += 1
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoDecodeError(
@@ -278,6 +287,7 @@ def run_stream(
     live: bool | None = None,
     provider: str = "auto",
     threads: int | None = None,
+    autorotate: bool = True,
 ) -> Iterator[WindowResult]:
     """The timelines of ``sources`` one after the other; a source that cannot be opened is one error result."""
     artifact = Artifact.open(model_dir)
@@ -292,7 +302,9 @@ def run_stream(
     )
     for name in sources:
         try:
-            source = StreamSource(name, follow=follow, timeout=timeout, input_format=input_format, live=live)
+            source = StreamSource(
+                name, follow=follow, timeout=timeout, input_format=input_format, live=live, autorotate=autorotate
+            )
         except VideoDecodeError as exc:
             yield WindowResult(name, error=str(exc))
             continue

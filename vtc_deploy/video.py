@@ -25,7 +25,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
   that packet only). Every decoded range is checked: each packet fed without skipping comes out as exactly one frame
   with its pts, nothing else comes out, no frame is flagged corrupt. A failed check or a decode error switches the
   file to the sequential path. VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown
-  frame each, as their MP4/Matroska mappings require.
+  frame each, as their MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode
+  (their headers carry the stream parameters; the probe would decode the first pictures once more).
 - *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
   frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
@@ -132,6 +133,8 @@ class VideoReader(ABC):
                 "(the frame size changes inside the stream)",
                 path=self.info.path,
             )
+        if wanted == unique:
+            return frames  # sorted, no repeats: no second copy
         position = {idx: k for k, idx in enumerate(unique)}
         return frames[[position[i] for i in wanted]]
 
@@ -257,7 +260,11 @@ class _Source:
         self.container: Any = None
         self._decoder_used = False
         try:
-            self.container = self._open()
+            self.container = self._open(probe=False)
+            self._probed = not self._header_suffices()
+            if self._probed:
+                self.container.close()
+                self.container = self._open(probe=True)
             if not self.container.streams.video:
                 raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
             stream = self.container.streams.video[0]
@@ -300,8 +307,28 @@ class _Source:
             self.close()
             raise VideoDecodeError("video has no frames", path=path)
 
-    def _open(self) -> Any:
-        return self._av.open(self.path, metadata_errors="ignore")
+    def _open(self, *, probe: bool = False) -> Any:
+        """The container. ``probe=False`` keeps FFmpeg's stream probing from decoding pictures (``skip_frame=all``
+        for its probe decoders): MP4/MOV/Matroska/WebM carry the stream parameters in their header, and the probe
+        decode of a 1080p keyframe costs as much as decoding it again. Our own decoder is opened separately."""
+        if probe:
+            return self._av.open(self.path, metadata_errors="ignore")
+        return self._av.open(self.path, metadata_errors="ignore", options={"skip_frame": "all"})
+
+    def _header_suffices(self) -> bool:
+        """Whether the container opened without a probe decode gives what the indexed path needs (a container and
+        codec it handles, a frame size); otherwise the file is opened again with FFmpeg's full probe."""
+        if not self.container.streams.video:
+            return False
+        ctx = self.container.streams.video[0].codec_context
+        codec = str(getattr(ctx.codec, "canonical_name", "") or ctx.name)
+        formats = str(self.container.format.name).split(",")
+        return (
+            any(name in INDEXED_CONTAINERS for name in formats)
+            and codec in INDEXED_CODECS
+            and int(ctx.width or 0) > 0
+            and int(ctx.height or 0) > 0
+        )
 
     def _read_packets(self, stream: Any) -> None:
         kept_bytes = 0
@@ -348,7 +375,7 @@ class _Source:
             for pos in range(start, len(self._kept)):
                 yield pos, self._kept[pos]
             return
-        container = self._open()
+        container = self._open(probe=self._probed)
         try:
             pos = 0
             for packet in container.demux(container.streams.video[0]):
@@ -568,6 +595,8 @@ class PyAVReader(VideoReader):
             chain.drain()
         if not chain.outputs:
             raise VideoDecodeError("video has no decodable frames", path=self._src.path)
+        if not self._src.pix_fmt:  # opened without a probe decode: the first frame tells
+            self._src.pix_fmt = str(chain.outputs[0].format.name)
         return display_rotation(chain.outputs[0])
 
     def _new_chain(self, start: int) -> _Chain:

@@ -199,12 +199,17 @@ def run(
     default=None,
     help="Whether the end of a source is an error (default: yes for pipes, URLs, cameras).",
 )
+@click.option(
+    "--autorotate/--no-autorotate",
+    default=True,
+    show_default=True,
+    help="Turn frames upright by the source's display rotation (phone videos); --no-autorotate: raw stored frames.",
+)
 @not_here("--clips", reason=_TO_RUN)
 @not_here("--crops", reason=_TO_RUN)
 @not_here("--batch", reason=_TO_RUN)
 @not_here("--workers", reason=_TO_RUN)
 @not_here("--decoder", reason=_TO_RUN)
-@not_here("--autorotate/--no-autorotate", reason=_TO_RUN, is_flag=True)
 @not_here("--viz", reason=_TO_RUN)
 @not_here("--progress/--no-progress", reason=_TO_RUN, is_flag=True)
 @not_here("--backend", reason="stream runs its two graphs with ONNX Runtime (its execution provider: --provider)")
@@ -223,6 +228,7 @@ def stream(
     timeout: float,
     input_format: str | None,
     live: bool | None,
+    autorotate: bool,
 ) -> int:
     """Classify sliding windows of streams: files, - (stdin), URLs, cameras. One result per window; a source that
     fails ends with an error result. Exit status 1 when any source failed."""
@@ -241,6 +247,7 @@ def stream(
         live=live,
         provider=cast(ProviderName, provider),
         threads=threads,
+        autorotate=autorotate,
     )
     failed = 0
     for result in run_streams(list(sources), options):
