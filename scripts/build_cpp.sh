@@ -75,6 +75,11 @@ PY
   rm -rf "$ORT_DIR" && mkdir -p "$ORT_DIR/lib"
   ln -s "$CACHE/1.29.0/include" "$ORT_DIR/include"
   wheel_lib=$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1* 2>/dev/null | head -1 || true)
+  if [ -z "$wheel_lib" ] && [ -x "$ROOT/.venv/bin/python" ]; then  # a venv that sees its packages elsewhere
+    wheel_lib=$("$ROOT/.venv/bin/python" -c 'import glob, os, onnxruntime
+print((sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.1*"))) or [""])[0])' \
+      2>/dev/null || true)
+  fi
   if [ -n "$wheel_lib" ]; then
     ln -s "$wheel_lib" "$ORT_DIR/lib/libonnxruntime.so"
   else

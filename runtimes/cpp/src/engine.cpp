@@ -303,12 +303,22 @@ Engine::Prepared Engine::prepare_file(const std::string& path, int clips, int cr
   const auto& m = manifest_;
   rules::DecodeOptions decode;
   auto reader = rules::VideoReader::open(path, decode);
-  const rules::VideoInfo info = reader->info();  // a copy: the reader is released before preprocessing
-  std::vector<int64_t> indices = sample_indices(m.sampling_rule, info.num_frames, m.frames, clips, m.window);
-  std::vector<int64_t> unique(indices);
-  std::sort(unique.begin(), unique.end());
-  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-  std::vector<uint8_t> frames = reader->frames_at(unique);  // [U, H, W, 3]
+  rules::VideoInfo info;
+  std::vector<int64_t> indices, unique;
+  std::vector<uint8_t> frames;  // [U, H, W, 3]
+  for (int attempt = 0;; ++attempt) {
+    info = reader->info();  // a copy: the reader is released before preprocessing
+    indices = sample_indices(m.sampling_rule, info.num_frames, m.frames, clips, m.window);
+    unique = indices;
+    std::sort(unique.begin(), unique.end());
+    unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+    try {
+      frames = reader->frames_at(unique);
+      break;
+    } catch (const rules::FrameCountChanged&) {
+      if (attempt > 0) throw;  // the sequential count is final: a second change is a file changing under us
+    }  // the packet index was wrong: sample again with the sequential count (inputs.read_views)
+  }
   reader.reset();
   // Re-index: a compact "video" of the unique frames, sampled through a lookup.
   const int t = m.frames, s = m.input.size;

@@ -131,7 +131,10 @@ Session::Session(const std::string& path, const SessionConfig& config) : impl_(n
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (config.threads > 0) options.SetIntraOpNumThreads(config.threads);
     if (!config.spinning) options.AddConfigEntry("session.intra_op.allow_spinning", "0");
-    if (config.low_memory) options.AddConfigEntry("session.disable_prepacking", "1");
+    if (config.low_memory) {
+      options.AddConfigEntry("session.disable_prepacking", "1");
+      options.DisableMemPattern();
+    }
     options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_FATAL);
     const OrtApi& api = Ort::GetApi();
     for (const auto& p : chain) {

@@ -18,7 +18,11 @@ struct SessionConfig {
   std::vector<std::pair<std::string, std::string>> provider_options;
   bool spinning = true;
   // Peak memory: no pre-packed copies of the weights (measured on ViT-B/32 with ONNX Runtime 1.32: peak RSS of a
-  // session 806 -> 617 MB, same speed; the CPU arena stays on: without it glibc's heap grew more than it saved).
+  // session 806 -> 617 MB, same speed) and no memory pattern (the planned activation block is allocated on top of
+  // the arena's chunks: batch 4, VmHWM after 5 runs 591 -> 554 MB, speed within noise). The CPU arena stays on:
+  // without it the first inference peaked at 994 MB against 554 MB. Loading from a buffer instead of the path
+  // peaks at 898 MB (the buffer and the initializers at once); from the path ONNX Runtime 1.29 holds the weights
+  // once (model.onnx 428 MB -> 490 MB after session creation). VmHWM per step: runtimes/cpp/README.md.
   bool low_memory = true;
   std::string trt_cache_dir;  // default TensorRT engine cache (artifact/engines/ort-trt)
   bool trt_fp16 = false;

@@ -2,8 +2,12 @@
 // stdin/stdout, for tests/test_cpp_rules.py. Raw images are uint8 RGB, row-major, no header.
 //
 //   vtc-rules info <video>                                    one JSON line: num_frames width height fps rotation
-// Decoder options anywhere on the line: --no-rotate, --max-pixels=N, --threads=N.
+//                                                             indexed
+// Decoder options anywhere on the line: --no-rotate, --max-pixels=N, --threads=N, --ignore-discard (failure
+// injection: the packet index ignores "discard" flags).
 //   vtc-rules decode <video> <out.raw> <index>... [--no-rotate] frames [K, H, W, 3]; prints the info JSON line
+//                                                             (after a FrameCountChanged: its message on stderr, the
+//                                                             corrected info line, and the same indices read again)
 //   vtc-rules stream <source> <out.raw>                       every frame in order; prints one JSON line per frame
 //   vtc-rules resize <in.raw> <h> <w> <out_h> <out_w> <out.raw>
 //   vtc-rules preprocess <in.raw> <n> <h> <w> <resize> <size> <crops> <out.raw>   [crops, n, size, size, 3]
@@ -64,7 +68,8 @@ std::string info_json(const vtc::rules::VideoInfo& info) {
   std::ostringstream s;
   s.precision(17);
   s << "{\"num_frames\": " << info.num_frames << ", \"width\": " << info.width << ", \"height\": " << info.height
-    << ", \"fps\": " << info.fps << ", \"rotation\": " << info.rotation << "}";
+    << ", \"fps\": " << info.fps << ", \"rotation\": " << info.rotation
+    << ", \"indexed\": " << (info.indexed ? "true" : "false") << "}";
   return s.str();
 }
 
@@ -103,6 +108,9 @@ int run(std::vector<std::string> args) {
     } else if (it->rfind("--max-pixels=", 0) == 0) {
       opts.max_pixels = std::stoll(it->substr(13));
       it = args.erase(it);
+    } else if (*it == "--ignore-discard") {
+      opts.ignore_discard = true;
+      it = args.erase(it);
     } else if (it->rfind("--threads=", 0) == 0) {
       opts.threads = to_int(it->substr(10));
       it = args.erase(it);
@@ -118,7 +126,15 @@ int run(std::vector<std::string> args) {
     auto reader = vtc::rules::VideoReader::open(args[1], opts);
     std::vector<int64_t> indices;
     for (size_t i = 3; i < args.size(); ++i) indices.push_back(to_int(args[i]));
-    write_file(args[2], reader->frames_at(indices));
+    std::vector<uint8_t> frames;
+    try {
+      frames = reader->frames_at(indices);
+    } catch (const vtc::rules::FrameCountChanged& e) {  // report the count first listed, then read again
+      std::cerr << e.what() << "\n";
+      std::cout << info_json(reader->info()) << "\n";
+      frames = reader->frames_at(indices);
+    }
+    write_file(args[2], frames);
     std::cout << info_json(reader->info()) << "\n";
   } else if (cmd == "stream" && args.size() == 3) {
     auto stream = vtc::rules::FrameStream::open(args[1], opts);

@@ -184,6 +184,16 @@ void print_window(const vtc_result& r, bool as_json) {
   std::fflush(stdout);
 }
 
+// Peak resident set so far (VmHWM of /proc/self/status) in MB, -1 where unknown: the --timing report.
+long peak_rss_mb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10) / 1024;
+  }
+  return -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -205,7 +215,7 @@ int main(int argc, char** argv) {
       model = value();
     } else if (a == "--json") {
       as_json = true;
-    } else if (a == "--timing") {  // benchmarks: seconds to open the model and to classify, on stderr
+    } else if (a == "--timing") {  // benchmarks: seconds to open the model and to classify, peak RSS, on stderr
       timing = true;
     } else if (a == "--topk") {
       run.topk = to_int(a, value(), 1);
@@ -248,16 +258,19 @@ int main(int argc, char** argv) {
     vtc::Classifier clf(model, options);
     if (!classes.empty()) clf.set_classes_from(classes, templates);
     const auto t1 = std::chrono::steady_clock::now();
+    const long open_hwm = peak_rss_mb();
     struct Report {
       bool on;
       std::chrono::steady_clock::time_point t0, t1;
+      long open_hwm;
       ~Report() {
         if (!on) return;
         const auto t2 = std::chrono::steady_clock::now();
-        std::fprintf(stderr, "vtc-run: timing: open %.3f s, classify %.3f s\n",
-                     std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+        std::fprintf(stderr, "vtc-run: timing: open %.3f s, classify %.3f s; peak RSS after open %ld MB, at the end %ld MB\n",
+                     std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count(),
+                     open_hwm, peak_rss_mb());
       }
-    } report{timing, t0, t1};
+    } report{timing, t0, t1, open_hwm};
     if (!window.empty()) {
       for (const auto& source : inputs) {
         clf.classify_stream(source, window, stride, run.topk, [&](const vtc_result& r) {

@@ -1,6 +1,12 @@
 // FFmpeg decoding, frame-exact: frame k is the k-th frame that a plain sequential decode (demux every packet of the
-// first video stream, avcodec_send_packet/avcodec_receive_frame, flush at the end) yields; that decode also gives
-// num_frames. RGB: swscale with SWS_BILINEAR, the frame's colour matrix (colorspace) and range, as PyAV's
+// first video stream, avcodec_send_packet/avcodec_receive_frame, flush at the end) yields, and num_frames the number
+// of frames it yields. Two paths, as vtc_deploy.video (its module docstring states the conditions in full):
+// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG whose packets map one-to-one to frames, checked
+//   on the packet index and, for H.264/HEVC, on the NAL units): num_frames = the packets not marked discard, frame k =
+//   the packet with the k-th smallest pts; reading decodes from the keyframe before each wanted frame, skips
+//   non-reference pictures that are not wanted (skip_frame per packet), stops after the last wanted one, and checks
+//   every decoded range; a failed check switches the file to the sequential path;
+// - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame). RGB: swscale with SWS_BILINEAR, the frame's colour matrix (colorspace) and range, as PyAV's
 // frame.to_ndarray(format="rgb24") converts. Rotation: the stream's display matrix, applied to the RGB frames.
 #include "decode.h"
 
@@ -8,8 +14,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -280,6 +289,21 @@ class Decoder {
     }
   }
 
+  // Demuxing only (the indexed path): the next non-empty packet of the video stream into *packet; 0, AVERROR_EOF
+  // at the end, or another negative AVERROR. Does not feed the decoder.
+  int read_packet(AVPacket* packet) {
+    while (true) {
+      av_packet_unref(packet);
+      const int err = av_read_frame(fmt_.get(), packet);
+      if (err < 0) return err;
+      if (packet->stream_index == stream_index_ && packet->size > 0) return 0;
+    }
+  }
+  AVCodecContext* codec() { return codec_.get(); }
+  const AVStream* stream() const { return stream_; }
+  std::string format_name() const { return fmt_->iformat->name ? fmt_->iformat->name : ""; }
+  int64_t max_pixels() const { return max_pixels_; }
+
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
@@ -349,9 +373,149 @@ class Decoder {
   bool flushed_ = false;
 };
 
+// ---- the indexed path's packet index (vtc_deploy.video._Packet, _parse, _indexed_plan)
+
+constexpr int64_t kPacketMemory = 64LL << 20;  // packets kept after indexing; larger streams are demuxed again
+constexpr size_t kMergeGap = 2;  // decode on through up to this many packets rather than flush and restart
+
+struct PacketInfo {
+  int64_t pts = AV_NOPTS_VALUE;
+  bool keyframe = false;
+  bool discard = false;
+  int pictures = -1;        // H.264/HEVC: slices that start a picture (-1: not parsed or malformed)
+  bool intra = true;        // the bitstream starts a fresh decode here (True where not parsed)
+  bool disposable = false;  // H.264/HEVC: one picture that no other frame references
+};
+
+// Length-prefix size of H.264 (avcC) / HEVC (hvcC) packets, 0 when they are not length-prefixed NAL units.
+int nal_length_size(const std::string& codec, const uint8_t* extra, int size) {
+  if (codec == "h264" && size > 4 && extra[0] == 1) return (extra[4] & 3) + 1;
+  if (codec == "hevc" && size > 21 && extra[0] == 1) return (extra[21] & 3) + 1;
+  return 0;
+}
+
+void parse_packet(const uint8_t* data, int size, const std::string& codec, int length_size, PacketInfo* p) {
+  p->pictures = -1, p->intra = true, p->disposable = false;
+  if (codec == "vp8") {
+    p->intra = size > 0 && !(data[0] & 1);
+    return;
+  }
+  if (codec == "vp9") {
+    p->intra = false;
+    if (size < 1 || data[0] >> 6 != 2) return;
+    const int profile = ((data[0] >> 5) & 1) | ((data[0] >> 3) & 2);
+    const int bit = 4 + (profile == 3 ? 1 : 0);  // after frame_marker and the profile bits (+ reserved in profile 3)
+    const int bits = (data[0] << 8) | (size > 1 ? data[1] : 0);
+    const int show_existing = (bits >> (15 - bit)) & 1;
+    const int frame_type = (bits >> (14 - bit)) & 1;
+    p->intra = !show_existing && frame_type == 0;
+    return;
+  }
+  if (length_size == 0) return;
+  p->intra = false;
+  int64_t pos = 0;
+  int count = 0;
+  bool intra = false, referenced = false;
+  while (pos + length_size <= size) {
+    int64_t n = 0;
+    for (int b = 0; b < length_size; ++b) n = (n << 8) | data[pos + b];
+    pos += length_size;
+    if (n < 1 || pos + n > size) return;  // malformed: pictures -1
+    const uint8_t header = data[pos];
+    if (codec == "h264") {
+      const int kind = header & 0x1F;
+      intra |= kind == 5;
+      if (kind == 1 || kind == 5) {
+        referenced |= (header & 0x60) != 0;                   // nal_ref_idc
+        count += n > 1 && (data[pos + 1] & 0x80) ? 1 : 0;     // ue(v) first_mb_in_slice == 0
+      }
+    } else {
+      const int kind = (header >> 1) & 0x3F;
+      intra |= kind >= 16 && kind <= 23;
+      if (kind < 32) {
+        referenced |= kind >= 16 || kind % 2 == 1;  // 0, 2, ..., 14: sub-layer non-reference pictures
+        count += n > 2 && (data[pos + 2] & 0x80) ? 1 : 0;  // first_slice_segment_in_pic_flag
+      }
+    }
+    pos += n;
+  }
+  if (pos != size) return;
+  p->pictures = count, p->intra = intra, p->disposable = count == 1 && !referenced;
+}
+
+using PacketPtr = std::unique_ptr<AVPacket, PacketFree>;
+using FramePtr = std::unique_ptr<AVFrame, FrameFree>;
+
+struct IndexMismatch {  // internal: the indexed path's check failed, read the file sequentially
+  std::string why;
+};
+
+// One run of the decoder from a keyframe: what was fed, what came out (vtc_deploy.video._Chain).
+struct Chain {
+  size_t start = 0;
+  int64_t start_pts = 0;
+  size_t next = 0;  // next packet position to feed
+  bool drained = false;
+  std::vector<FramePtr> outputs;  // frames out, not yet collected
+  std::unordered_set<int64_t> fed, required;
+  std::vector<int64_t> seen;  // pts of every frame that came out
+  bool seen_nopts = false;
+  int corrupt = 0;
+
+  std::string check() const {
+    if (corrupt) return std::to_string(corrupt) + " frames were decoded with missing references";
+    if (seen_nopts) return "a frame without a timestamp came out";
+    std::unordered_set<int64_t> unique;
+    for (int64_t p : seen) {
+      if (!fed.count(p)) return "a frame without a timestamp of its own came out";
+      if (!unique.insert(p).second) return "a timestamp came out twice";
+    }
+    for (int64_t p : required) {
+      if (!unique.count(p)) return "a packet produced no frame";
+    }
+    return "";
+  }
+};
+
 class FileReader final : public VideoReader {
  public:
   FileReader(const std::string& path, const DecodeOptions& opts) : path_(path), opts_(opts) {
+    if (!open_indexed()) count_sequential();
+  }
+
+  std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) override {
+    for (int64_t i : indices) {
+      if (i < 0 || i >= info_.num_frames) {
+        fail(path_, "frame index " + std::to_string(i) + " outside 0.." + std::to_string(info_.num_frames - 1));
+      }
+    }
+    const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
+    std::vector<uint8_t> out(frame_bytes * indices.size());
+    if (indices.empty()) return out;
+    std::vector<int64_t> wanted(indices);
+    std::sort(wanted.begin(), wanted.end());
+    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+    std::vector<uint8_t> unique_frames(frame_bytes * wanted.size());
+    if (info_.indexed) {
+      try {
+        read_indexed(wanted, unique_frames.data());
+      } catch (const IndexMismatch&) {
+        fall_back(wanted, unique_frames.data());  // the definition decides whether the file is bad
+      }
+    } else {
+      read_sequential(wanted, unique_frames.data());
+    }
+    for (size_t i = 0; i < indices.size(); ++i) {
+      const size_t k = static_cast<size_t>(std::lower_bound(wanted.begin(), wanted.end(), indices[i]) - wanted.begin());
+      std::memcpy(out.data() + i * frame_bytes, unique_frames.data() + k * frame_bytes, frame_bytes);
+    }
+    return out;
+  }
+
+ private:
+  // ---- the sequential path: the definition
+
+  void count_sequential() {
     // Counting pass: a plain sequential decode without colour conversion.
     Decoder counter(path_, path_, opts_, true);
     int frame_w = 0, frame_h = 0;
@@ -368,34 +532,25 @@ class FileReader final : public VideoReader {
                       " frames but only " + std::to_string(counter.packets()) + " are in the file");
     }
     info_.num_frames = counter.frames_out();
-    rotation_cw_ = counter.rotation();
-    info_.rotation = (360 - counter.stored_rotation()) % 360;  // counter-clockwise, as the Python runtime reports it
-    info_.fps = counter.fps();
+    info_.indexed = false;
+    set_geometry(counter, frame_w, frame_h);
+  }
+
+  void set_geometry(const Decoder& d, int frame_w, int frame_h) {
+    rotation_cw_ = d.rotation();
+    info_.rotation = (360 - d.stored_rotation()) % 360;  // counter-clockwise, as the Python runtime reports it
+    info_.fps = d.fps();
     const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
     info_.width = swap ? frame_h : frame_w;
     info_.height = swap ? frame_w : frame_h;
   }
 
-  std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) override {
-    for (int64_t i : indices) {
-      if (i < 0 || i >= info_.num_frames) {
-        fail(path_, "frame index " + std::to_string(i) + " outside 0.." + std::to_string(info_.num_frames - 1));
-      }
-    }
+  void read_sequential(const std::vector<int64_t>& wanted, uint8_t* dst) {
     const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
-    std::vector<uint8_t> out(frame_bytes * indices.size());
-    if (indices.empty()) return out;
-    std::vector<int64_t> wanted(indices);
-    std::sort(wanted.begin(), wanted.end());
-    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
-    std::map<int64_t, size_t> slot;  // frame index -> position in `wanted`
-    for (size_t k = 0; k < wanted.size(); ++k) slot[wanted[k]] = k;
-    std::vector<uint8_t> unique_frames(frame_bytes * wanted.size());
     if (!decoder_ || wanted.front() < position_) {
       decoder_ = std::make_unique<Decoder>(path_, path_, opts_, true);
       position_ = 0;
     }
-    std::vector<uint8_t> rgb;
     size_t k = 0;
     while (k < wanted.size()) {
       const AVFrame* f = decoder_->next();
@@ -406,27 +561,286 @@ class FileReader final : public VideoReader {
       }
       const int64_t index = position_++;
       if (index != wanted[k]) continue;
-      const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
-      if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
-        fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
-      }
-      converter_.convert(f, &rgb, path_);
-      rotate_rgb(rgb.data(), f->height, f->width, rotation_cw_, unique_frames.data() + k * frame_bytes);
+      store(f, index, dst + k * frame_bytes);
       ++k;
     }
-    for (size_t i = 0; i < indices.size(); ++i) {
-      std::memcpy(out.data() + i * frame_bytes, unique_frames.data() + slot[indices[i]] * frame_bytes, frame_bytes);
-    }
-    return out;
   }
 
- private:
+  // The index check failed: this file is read by the definition from now on.
+  void fall_back(const std::vector<int64_t>& wanted, uint8_t* dst) {
+    chain_.reset();
+    src_.reset();
+    kept_.clear();
+    packets_.clear();
+    const int64_t listed = info_.num_frames;
+    count_sequential();
+    if (info_.num_frames != listed) {
+      throw FrameCountChanged(path_ + ": the packet index listed " + std::to_string(listed) +
+                              " frames but a sequential decode yields " + std::to_string(info_.num_frames));
+    }
+    read_sequential(wanted, dst);
+  }
+
+  // RGB of a decoded frame, rotated, into dst (info_ size).
+  void store(const AVFrame* f, int64_t index, uint8_t* dst) {
+    const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
+    if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
+      fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
+    }
+    converter_.convert(f, &rgb_, path_);
+    rotate_rgb(rgb_.data(), f->height, f->width, rotation_cw_, dst);
+  }
+
+  // ---- the indexed path
+
+  // Indexes the packets and, when the file meets the indexed path's conditions, decodes its first frame: true with
+  // info_ set. False: use the sequential path (also for every failure here; that path reports bad files).
+  bool open_indexed() {
+    auto src = std::make_unique<Decoder>(path_, path_, opts_, true);
+    const std::string format = src->format_name();
+    bool container = false;
+    for (const char* name : {"mov", "mp4", "matroska", "webm"}) {
+      size_t at = 0;
+      while (at <= format.size()) {
+        const size_t comma = std::min(format.find(',', at), format.size());
+        if (format.compare(at, comma - at, name) == 0) container = true;
+        at = comma + 1;
+      }
+    }
+    const AVCodecParameters* par = src->stream()->codecpar;
+    const char* codec_name = avcodec_get_name(par->codec_id);
+    codec_ = codec_name ? codec_name : "";
+    static const char* const kCodecs[] = {"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"};
+    if (!container || std::none_of(std::begin(kCodecs), std::end(kCodecs), [&](const char* c) { return codec_ == c; })) {
+      return false;
+    }
+    const int length_size = nal_length_size(codec_, par->extradata, par->extradata_size);
+    PacketPtr packet(av_packet_alloc());
+    if (!packet) fail(path_, "out of memory");
+    int64_t kept_bytes = 0;
+    bool keep = true;
+    while (true) {
+      const int err = src->read_packet(packet.get());
+      if (err == AVERROR_EOF) break;
+      if (err < 0) return false;
+      PacketInfo p;
+      p.pts = packet->pts;
+      p.keyframe = (packet->flags & AV_PKT_FLAG_KEY) != 0;
+      p.discard = (packet->flags & AV_PKT_FLAG_DISCARD) != 0 && !opts_.ignore_discard;
+      parse_packet(packet->data, packet->size, codec_, length_size, &p);
+      packets_.push_back(p);
+      if (static_cast<int64_t>(packets_.size()) > kMaxFrames) return false;
+      if (keep) {
+        kept_bytes += packet->size;
+        if (kept_bytes > kPacketMemory) {
+          keep = false;
+          kept_.clear();
+        } else {
+          kept_.emplace_back(av_packet_clone(packet.get()));
+          if (!kept_.back()) fail(path_, "out of memory");
+        }
+      }
+    }
+    kept_all_ = keep;
+    if (packets_.empty()) return false;
+    // _indexed_plan
+    const int64_t declared = src->declared_frames();
+    if (format.rfind("mov", 0) == 0 && declared > 0 && declared != static_cast<int64_t>(packets_.size())) return false;
+    if (!packets_[0].keyframe || packets_[0].pts == AV_NOPTS_VALUE) return false;
+    const int64_t first = packets_[0].pts;
+    const bool parsed = codec_ == "h264" || codec_ == "hevc";
+    std::vector<std::pair<int64_t, size_t>> shown;
+    for (size_t pos = 0; pos < packets_.size(); ++pos) {
+      const PacketInfo& p = packets_[pos];
+      if (p.pts == AV_NOPTS_VALUE) return false;
+      if (parsed && p.pictures != 1) return false;  // no picture, two, a field pair, or not length-prefixed
+      if (p.keyframe && !p.intra) return false;     // marked a keyframe, but decoding cannot start there
+      if (p.discard) continue;
+      if (p.pts < first) return false;  // presented before the first keyframe: a leading picture
+      shown.emplace_back(p.pts, pos);
+    }
+    std::sort(shown.begin(), shown.end());
+    if (shown.empty()) return false;
+    for (size_t k = 1; k < shown.size(); ++k) {
+      if (shown[k].first == shown[k - 1].first) return false;
+    }
+    frame_pos_.clear();
+    for (const auto& s : shown) frame_pos_.push_back(s.second);
+    for (size_t pos = 0; pos < packets_.size(); ++pos) {
+      if (packets_[pos].keyframe) keyframes_.push_back(pos);
+    }
+    src_ = std::move(src);
+    // the first frame: the decoder works on this file, and the frame size
+    try {
+      Chain& chain = new_chain(0);
+      walk(0, packets_.size() - 1, [&](size_t pos, const AVPacket* pkt) {
+        feed(pos, pkt, false);
+        return chain.outputs.empty();
+      });
+      if (chain.outputs.empty()) drain();
+      if (chain.outputs.empty()) throw IndexMismatch{"no frame"};
+    } catch (const IndexMismatch&) {
+      chain_.reset();
+      src_.reset();
+      kept_.clear();
+      packets_.clear();
+      return false;
+    }
+    const AVFrame* f = chain_->outputs.front().get();
+    info_.num_frames = static_cast<int64_t>(frame_pos_.size());
+    info_.indexed = true;
+    set_geometry(*src_, f->width, f->height);
+    return true;
+  }
+
+  // Calls fn(position, packet) for the packets from `first` to `last` (inclusive) in decode order while it returns
+  // true: the kept packets, or a fresh demux of the file.
+  template <typename Fn>
+  void walk(size_t first, size_t last, Fn&& fn) {
+    if (kept_all_) {
+      for (size_t pos = first; pos <= last && pos < kept_.size(); ++pos) {
+        if (!fn(pos, kept_[pos].get())) return;
+      }
+      return;
+    }
+    Decoder demux(path_, path_, opts_, false);
+    PacketPtr packet(av_packet_alloc());
+    if (!packet) fail(path_, "out of memory");
+    for (size_t pos = 0; pos <= last; ++pos) {
+      if (demux.read_packet(packet.get()) < 0) throw IndexMismatch{"the file changed"};
+      if (pos >= first && !fn(pos, packet.get())) return;
+    }
+  }
+
+  Chain& new_chain(size_t start) {
+    AVCodecContext* ctx = src_->codec();
+    if (decoder_used_) avcodec_flush_buffers(ctx);
+    decoder_used_ = true;
+    ctx->skip_frame = AVDISCARD_DEFAULT;
+    chain_ = std::make_unique<Chain>();
+    chain_->start = chain_->next = start;
+    chain_->start_pts = packets_[start].pts;
+    return *chain_;
+  }
+
+  void feed(size_t pos, const AVPacket* packet, bool skip) {
+    AVCodecContext* ctx = src_->codec();
+    ctx->skip_frame = skip ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
+    if (avcodec_send_packet(ctx, packet) < 0) throw IndexMismatch{"decode error"};
+    chain_->next = pos + 1;
+    const PacketInfo& info = packets_[pos];
+    if (!info.discard && info.pts >= chain_->start_pts) {
+      chain_->fed.insert(info.pts);
+      if (!skip) chain_->required.insert(info.pts);
+    }
+    receive();
+  }
+
+  void drain() {
+    AVCodecContext* ctx = src_->codec();
+    ctx->skip_frame = AVDISCARD_DEFAULT;
+    if (avcodec_send_packet(ctx, nullptr) < 0) throw IndexMismatch{"decode error"};
+    receive();
+    chain_->drained = true;
+  }
+
+  void receive() {
+    AVCodecContext* ctx = src_->codec();
+    while (true) {
+      FramePtr frame(av_frame_alloc());
+      if (!frame) fail(path_, "out of memory");
+      const int err = avcodec_receive_frame(ctx, frame.get());
+      if (err == AVERROR(EAGAIN) || err == AVERROR_EOF) return;
+      if (err < 0) throw IndexMismatch{"decode error"};
+      if (static_cast<int64_t>(frame->width) * frame->height > src_->max_pixels()) {
+        fail(path_, "a frame is " + std::to_string(frame->width) + "x" + std::to_string(frame->height) +
+                        ", over the limit of " + std::to_string(src_->max_pixels()) + " pixels");
+      }
+      const int64_t pts = frame->pts;
+      if (pts != AV_NOPTS_VALUE && pts < chain_->start_pts) continue;  // a leading picture of the start keyframe
+      if (pts == AV_NOPTS_VALUE) chain_->seen_nopts = true;
+      chain_->seen.push_back(pts);
+      if (frame->decode_error_flags != 0 || (frame->flags & AV_FRAME_FLAG_CORRUPT)) ++chain_->corrupt;
+      chain_->outputs.push_back(std::move(frame));
+    }
+  }
+
+  void collect(const std::unordered_map<int64_t, size_t>& wanted_pts, const std::vector<int64_t>& wanted,
+               std::vector<bool>* done, uint8_t* dst) {
+    const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
+    for (const FramePtr& f : chain_->outputs) {
+      const auto it = wanted_pts.find(f->pts);
+      if (it == wanted_pts.end() || (*done)[it->second]) continue;
+      store(f.get(), wanted[it->second], dst + it->second * frame_bytes);
+      (*done)[it->second] = true;
+    }
+    chain_->outputs.clear();
+  }
+
+  // Decode position of the latest keyframe before frame k in decode order and not after it in presentation order.
+  size_t start_of(int64_t k) const {
+    const size_t pos = frame_pos_[static_cast<size_t>(k)];
+    const int64_t pts = packets_[pos].pts;
+    ptrdiff_t i = std::upper_bound(keyframes_.begin(), keyframes_.end(), pos) - keyframes_.begin() - 1;
+    while (i > 0 && packets_[keyframes_[static_cast<size_t>(i)]].pts > pts) --i;
+    return keyframes_[static_cast<size_t>(std::max<ptrdiff_t>(i, 0))];
+  }
+
+  void read_indexed(const std::vector<int64_t>& wanted, uint8_t* dst) {
+    std::unordered_map<int64_t, size_t> wanted_pts;  // pts -> slot in `wanted`
+    std::vector<std::pair<size_t, size_t>> spans;
+    for (size_t s = 0; s < wanted.size(); ++s) {
+      const size_t pos = frame_pos_[static_cast<size_t>(wanted[s])];
+      wanted_pts[packets_[pos].pts] = s;
+      spans.emplace_back(start_of(wanted[s]), pos);
+    }
+    std::sort(spans.begin(), spans.end());
+    std::vector<std::pair<size_t, size_t>> runs;  // decode ranges (first, last), packet positions inclusive
+    for (const auto& span : spans) {
+      if (!runs.empty() && span.first <= runs.back().second + 1 + kMergeGap) {
+        runs.back().second = std::max(runs.back().second, span.second);
+      } else {
+        runs.push_back(span);
+      }
+    }
+    std::vector<bool> done(wanted.size(), false);
+    for (const auto& run : runs) {
+      if (!chain_ || chain_->drained || !(chain_->start <= run.first && run.first <= chain_->next)) new_chain(run.first);
+      collect(wanted_pts, wanted, &done, dst);
+      if (chain_->next <= run.second) {
+        walk(chain_->next, run.second, [&](size_t pos, const AVPacket* pkt) {
+          const bool skip = !wanted_pts.count(packets_[pos].pts) && packets_[pos].disposable;
+          feed(pos, pkt, skip);
+          collect(wanted_pts, wanted, &done, dst);
+          return true;
+        });
+      }
+      drain();
+      collect(wanted_pts, wanted, &done, dst);
+      const std::string problem = chain_->check();
+      if (!problem.empty()) throw IndexMismatch{problem};
+    }
+    if (std::find(done.begin(), done.end(), false) != done.end()) throw IndexMismatch{"a frame did not come out"};
+  }
+
   std::string path_;
   DecodeOptions opts_;
+  int rotation_cw_ = 0;  // clockwise degrees applied to the decoded frames
+  RgbConverter converter_;
+  std::vector<uint8_t> rgb_;
+  // sequential path
   std::unique_ptr<Decoder> decoder_;  // kept open between calls: later frames continue the same decode
   int64_t position_ = 0;              // index of the next frame decoder_ yields
-  int rotation_cw_ = 0;               // clockwise degrees applied to the decoded frames
-  RgbConverter converter_;
+  // indexed path
+  std::unique_ptr<Decoder> src_;  // the container and the decoder the chains run on
+  std::string codec_;
+  std::vector<PacketInfo> packets_;  // the stream's packets in decode order
+  std::vector<PacketPtr> kept_;      // their data, while it fits in kPacketMemory
+  bool kept_all_ = false;
+  std::vector<size_t> frame_pos_;   // frame k -> packet position
+  std::vector<size_t> keyframes_;   // positions of packets marked keyframe
+  std::unique_ptr<Chain> chain_;
+  bool decoder_used_ = false;
 };
 
 class Stream final : public FrameStream {

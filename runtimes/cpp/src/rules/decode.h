@@ -19,6 +19,8 @@ struct DecodeOptions {
   bool autorotate = true;
   int64_t max_pixels = 8294400LL * 4;  // 7680x4320 (8K UHD), as vtc_deploy.video.DEFAULT_MAX_PIXELS
   int threads = 1;                     // decoder threads (0: FFmpeg chooses)
+  bool ignore_discard = false;  // failure injection for tests only: the packet index treats packets marked
+                                // "discard" (edit lists) as shown frames, as a demuxer that does not flag them would
 };
 
 struct VideoInfo {
@@ -28,15 +30,32 @@ struct VideoInfo {
   double fps = 0.0;        // average frame rate from the container (0 when unknown)
   int rotation = 0;        // display rotation found in the file, counter-clockwise degrees (0/90/180/270), as
                            // vtc_deploy.video reports it; applied to the frames when DecodeOptions.autorotate
+  bool indexed = false;    // read through the packet index (num_frames counted without decoding), as
+                           // vtc_deploy.video's "pyav" mode; false: the sequential path ("pyav-sequential")
+};
+
+// frames_at found that the packet index was wrong for this file (a decoded range did not check out) and counted
+// the frames with a sequential decode: that count differs from info().num_frames as first reported. The reader's
+// info() now holds the corrected count; sample again with it (vtc_deploy.video.FrameCountChanged).
+class FrameCountChanged : public Error {
+ public:
+  explicit FrameCountChanged(const std::string& message) : Error(Kind::decode, message) {}
 };
 
 class VideoReader {
  public:
-  // Opens and checks the file; counts its frames with one sequential decode (no colour conversion). Throws Error.
+  // Opens and checks the file and counts its frames: from the packet index without decoding where the container
+  // and codec allow it (MP4/MOV/Matroska/WebM with H.264, HEVC, VP8, VP9, AV1 or MJPEG and a one-frame-per-packet
+  // index, the conditions of vtc_deploy.video's indexed path; one frame is decoded), else with one sequential
+  // decode (no colour conversion). Throws Error.
   static std::unique_ptr<VideoReader> open(const std::string& path, const DecodeOptions& opts = DecodeOptions());
   const VideoInfo& info() const { return info_; }
   // Frames at `indices` (any order, repeats allowed, each in 0..num_frames-1): uint8 RGB, row-major
-  // [K, H, W, 3], in the order given. Throws Error.
+  // [K, H, W, 3], in the order given; all in one pass over the file (ask for every view of a video in one call).
+  // Indexed files: decoding starts at the keyframe before each wanted frame, skips non-reference pictures that are
+  // not wanted and stops after the last wanted one; every decoded range is checked (one frame per packet, with its
+  // pts, none flagged corrupt) and a failed check switches the file to the sequential path (which may throw
+  // FrameCountChanged). Throws Error.
   virtual std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) = 0;
   virtual ~VideoReader();
 
