@@ -531,12 +531,11 @@ def test_pipeline_prepares_videos_itself_while_the_backend_is_idle(
 ) -> None:
     """With one decoding worker the consuming thread decodes, at start-up, the videos of the first batch that the
     worker has not started (so the backend starts sooner); the results are those of a plain run, in input order."""
-    from vtc_deploy.export import export_artifact
-
+    from vtc_deploy.export import ExportOptions, export_artifact
     from vtc_deploy.pipeline import Classifier
 
     artifact = tmp_path / "model"
-    export_artifact(str(ours_ckpt), out=artifact, verify=False)
+    export_artifact(str(ours_ckpt), ExportOptions(out=artifact, verify=False))
     videos = real_videos * 2  # 8 videos, batch 4
     with Classifier.load(artifact) as clf:
         helped = clf.classify(videos, batch=4, workers=1)
