@@ -102,6 +102,9 @@ def test_rebake_without_torch_equals_a_fresh_export(original: Path, ours_ckpt: P
     session = ort.InferenceSession(str(rebaked / "model.onnx"), providers=["CPUExecutionProvider"])
     embedded = json.loads(session.get_modelmeta().custom_metadata_map["vtc_deploy.spec"])
     assert embedded["classes"][0] == "ApplyEyeMakeup" and "rebake" in json.loads((rebaked / "parity.json").read_text())
+    # the copy inside model.onnx follows the export's rule: no hash of itself, the new head's hash (not the source's)
+    assert embedded["onnx_sha256"] == "" and spec.streaming is not None
+    assert embedded["streaming"]["head_sha256"] == spec.streaming.head_sha256 != original_spec.streaming.head_sha256  # type: ignore[union-attr]
     # the streaming head was rebaked too
     head = ort.InferenceSession(str(rebaked / "head.onnx"), providers=["CPUExecutionProvider"])
     assert head.get_outputs()[0].shape[1] == 101
