@@ -51,6 +51,7 @@ def test_analytic_flops_match_the_published_counts(
     assert gflops is not None and 8 * published < gflops < 8 * published * 1.005  # the head adds under 0.5 %
 
 
+@pytest.mark.slow
 def test_bench_writes_json_markdown_and_png(artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
     proc = run_cli(
         "bench",
@@ -112,6 +113,7 @@ def test_bench_bad_input(artifact: Path, real_videos: list[Path], tmp_path: Path
     assert proc.returncode == 2 and "comma-separated integers" in proc.stderr
 
 
+@pytest.mark.slow
 def test_triton_repository_parses_with_tritons_protobuf(artifact: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc", reason="needs the serve extra (tritonclient)")
     from vtc_deploy.triton_repo import parse_model_config

@@ -153,6 +153,7 @@ def test_failed_gate_writes_nothing(ours_ckpt: Path, tmp_path: Path, monkeypatch
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_verify_command_and_tampering(ours_ckpt: Path, real_videos: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "a"
     export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))
@@ -164,6 +165,7 @@ def test_verify_command_and_tampering(ours_ckpt: Path, real_videos: list[Path], 
     assert_one_line_error(run_cli("verify", str(out)), "does not match the manifest")
 
 
+@pytest.mark.slow
 def test_output_directory_rules(ours_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "a"
     out.mkdir()
@@ -214,6 +216,7 @@ def _wait_for_staging(parent: Path, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("export never started writing")
 
 
+@pytest.mark.slow
 def test_sigterm_during_export_leaves_nothing(ours_ckpt: Path, real_videos: list[Path], tmp_path: Path) -> None:
     proc = _start_export(ours_ckpt, tmp_path / "a", real_videos)
     _wait_for_staging(tmp_path, proc)
@@ -224,6 +227,7 @@ def test_sigterm_during_export_leaves_nothing(ours_ckpt: Path, real_videos: list
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigkill_during_export_is_cleaned_by_the_next_export(
     ours_ckpt: Path, real_videos: list[Path], tmp_path: Path
 ) -> None:

@@ -76,6 +76,7 @@ print(art.root)
 """
 
 
+@pytest.mark.slow
 def test_rebake_without_torch_equals_a_fresh_export(original: Path, ours_ckpt: Path, tmp_path: Path) -> None:
     rebaked = tmp_path / "rebaked"
     proc = subprocess.run(
@@ -135,6 +136,7 @@ def test_run_classes_on_the_fly_equals_rebake(original: Path, real_videos: list[
     assert list((tmp_path / "cache" / "classes").glob("*.npy"))  # class embeddings cached
 
 
+@pytest.mark.slow
 def test_in_place_rebake_and_errors(ours_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "a"
     export_artifact(str(ours_ckpt), ExportOptions(out=out, verify=False))

@@ -97,6 +97,7 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
     assert bad.mean_kl > 2 * good.mean_kl
 
 
+@pytest.mark.slow
 def test_fp16_pass_on_the_dynamo_export(gate_videos: list[str], tmp_path: Path) -> None:
     result = export_artifact(
         CKPT,

@@ -61,6 +61,7 @@ def metrics_rows(out: Path) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------------ the temporal head
 
 
+@pytest.mark.slow
 def test_transformer_head_learns_the_order_the_mean_head_cannot(
     synthetic: SyntheticDataset, transformer_run: Path, tmp_path: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_transformer_head_learns_the_order_the_mean_head_cannot(
 # ------------------------------------------------------------------------------------------------ kill and resume
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(
     synthetic: SyntheticDataset, transformer_run: Path, tmp_path: Path
 ) -> None:
@@ -132,6 +134,7 @@ def test_killed_run_resumes_to_the_same_result(
     assert "resumed from step" in (out / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_model(synthetic: SyntheticDataset, tmp_path: Path) -> None:
     out = tmp_path / "short"
     train_cli(synthetic, out, "run.max_steps=2", "run.keep_resume=true", "data.val_list=")
@@ -147,6 +150,7 @@ def test_resume_refuses_a_different_model(synthetic: SyntheticDataset, tmp_path:
 # ------------------------------------------------------------------------------------------------ torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_one_checkpoint(synthetic: SyntheticDataset, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     args = ["train", "--config", str(synthetic.config), "--out", str(out), *RUN]
@@ -181,6 +185,7 @@ def test_torchrun_two_processes_write_one_checkpoint(synthetic: SyntheticDataset
 # ------------------------------------------------------------------------------------------------ export
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_exports_and_agrees_with_pytorch(
     synthetic: SyntheticDataset, transformer_run: Path, tmp_path: Path
 ) -> None:
@@ -225,6 +230,7 @@ def test_trained_checkpoint_exports_and_agrees_with_pytorch(
     np.testing.assert_allclose([r.logits for r in multi], views.logits, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_zero_shot_evaluation_with_another_label_set(
     synthetic: SyntheticDataset, transformer_run: Path, tmp_path: Path
 ) -> None:
