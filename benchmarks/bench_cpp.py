@@ -7,7 +7,8 @@ and decoding threads, rounds interleaved so that ratios hold on a noisy machine:
   start to exit, model loading included) and their peak RSS (``wait4``'s ru_maxrss of that process);
 - vtc-run's classify-only clips/s (its ``--timing`` report: decoding overlapped with inference, model load excluded)
   against pure inference: ONNX Runtime (the same library) on the same number of views already in memory, same
-  threads and batch.
+  threads and batch, in a child process (so that the bench process stays small: a forked child's ru_maxrss starts
+  from its parent's resident memory).
 
     python benchmarks/bench_cpp.py --model bench-out/vitb32-f8 --threads 1 --workers 1 --batch 4
 """
