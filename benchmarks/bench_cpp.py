@@ -7,7 +7,8 @@ and decoding threads, rounds interleaved so that ratios hold on a noisy machine:
   start to exit, model loading included) and their peak RSS (``wait4``'s ru_maxrss of that process);
 - vtc-run's classify-only clips/s (its ``--timing`` report: decoding overlapped with inference, model load excluded)
   against pure inference: ONNX Runtime (the same library) on the same number of views already in memory, same
-  threads and batch.
+  threads and batch, in a child process (so that the bench process stays small: a forked child's ru_maxrss starts
+  from its parent's resident memory).
 
     python benchmarks/bench_cpp.py --model bench-out/vitb32-f8 --threads 1 --workers 1 --batch 4
 """
@@ -74,6 +75,25 @@ def pure_inference(model: Path, views: int, batch: int, threads: int, rounds: in
     return best
 
 
+def pure_inference_in_child(model: Path, views: int, batch: int, threads: int) -> float:
+    """``pure_inference`` in a child process. The bench process itself stays small: a child's ru_maxrss counts the
+    memory of the process it was forked from until it execs, so an ONNX Runtime session held here would inflate the
+    peak RSS measured for vtc-run and vtc-deploy run."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import bench_cpp; "
+        "print(bench_cpp.pure_inference(Path(sys.argv[2]), *map(int, sys.argv[3:6]), 1))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(model), str(views), str(batch), str(threads)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"pure inference failed: {proc.stderr[-2000:]}")
+    return float(proc.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, type=Path)
@@ -117,7 +137,7 @@ def main() -> None:
             figures["py"].append(wall)
             rss["py"] = max(rss["py"], peak)
             py_out = [json.loads(line) for line in stdout.splitlines()]
-            figures["pure"].append(pure_inference(args.model, views, args.batch, args.threads, 1))
+            figures["pure"].append(pure_inference_in_child(args.model, views, args.batch, args.threads))
         same_top1 = sum(a["topk"][0]["index"] == b["topk"][0]["index"] for a, b in zip(cpp_out, py_out, strict=True))
         dlogit = max(
             abs(p["logit"] - q["logit"])

@@ -33,3 +33,5 @@ echo "== mypy" >&2
 scripts/typecheck.sh
 echo "== pytest" >&2
 .venv/bin/python -m pytest "$@"
+echo "== pytest: the C++ rules (decoding, bad files, streaming, tokenizer, resize) on the ASan + UBSan build" >&2
+VTC_RULES_TOOL=build/cpp-asan/vtc-rules .venv/bin/python -m pytest -q tests/test_cpp_rules.py

@@ -36,8 +36,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# Sanitizer reports (the ASan + UBSan build) end the tool with their own exit codes, so every check sees them.
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
+    "LSAN_OPTIONS": f"suppressions={ROOT / 'runtimes/cpp/tests/lsan.supp'}",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=87",
+}
+
+
 def run_tool(*args: object, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run([str(TOOL), *map(str, args)], input=stdin, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [str(TOOL), *map(str, args)], input=stdin, capture_output=True, timeout=900, env={**os.environ, **SANITIZER_ENV}
+    )
+    assert proc.returncode not in (86, 87), f"sanitizer report: {proc.stderr.decode()[-3000:]}"
     if check and proc.returncode != 0:
         raise AssertionError(f"vtc-rules {' '.join(map(str, args))} failed: {proc.stderr.decode()}")
     return proc

@@ -22,7 +22,9 @@ struct SessionConfig {
   // the arena's chunks: batch 4, VmHWM after 5 runs 591 -> 554 MB, speed within noise). The CPU arena stays on:
   // without it the first inference peaked at 994 MB against 554 MB. Loading from a buffer instead of the path
   // peaks at 898 MB (the buffer and the initializers at once); from the path ONNX Runtime 1.29 holds the weights
-  // once (model.onnx 428 MB -> 490 MB after session creation). VmHWM per step: runtimes/cpp/README.md.
+  // once (model.onnx 428 MB -> 483 MB after session creation). VmHWM per step: README.md, "C and C++". Those
+  // resident fp32 weights are the floor: half the Python runtime's peak (~470 of ~940 MB on ViT-B/32) cannot be
+  // reached for an fp32 artifact (mapped external weights count as resident once inference touches them).
   bool low_memory = true;
   std::string trt_cache_dir;  // default TensorRT engine cache (artifact/engines/ort-trt)
   bool trt_fp16 = false;

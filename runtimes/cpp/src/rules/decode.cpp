@@ -304,6 +304,11 @@ class Decoder {
   std::string format_name() const { return fmt_->iformat->name ? fmt_->iformat->name : ""; }
   int64_t max_pixels() const { return max_pixels_; }
 
+  // Streaming: a packet the demuxer flags corrupt (a sample cut short where the file ends) ends the stream at the
+  // frames decoded before it, so that a truncated file is reported as truncated with the frame count PyAV's FFmpeg 8
+  // gives (tests/test_cpp_run.py); Debian's FFmpeg 5.1 would fail on the short packet instead.
+  void end_at_short_packet() { end_at_short_packet_ = true; }
+
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
@@ -341,6 +346,10 @@ class Decoder {
                         "); the file is truncated or corrupt");
       }
       if (packet_->stream_index != stream_index_) continue;
+      if (end_at_short_packet_ && (packet_->flags & AV_PKT_FLAG_CORRUPT)) {
+        flushed_ = true;  // the end: frames still held in the decoder are not drained
+        return;
+      }
       if (packet_->size > 0) ++packets_;
       if (packets_ > kMaxFrames) fail(path_, "more than " + std::to_string(kMaxFrames) + " frames");
       send(packet_.get());
@@ -371,6 +380,7 @@ class Decoder {
   int64_t packets_ = 0;
   int64_t frames_out_ = 0;
   bool flushed_ = false;
+  bool end_at_short_packet_ = false;
 };
 
 // ---- the indexed path's packet index (vtc_deploy.video._Packet, _parse, _indexed_plan)
@@ -849,14 +859,13 @@ class Stream final : public FrameStream {
       : decoder_(source, source == "-" ? "pipe:0" : source, opts,
                  /*check_file=*/source != "-" && source.find("://") == std::string::npos &&
                      source.rfind("pipe:", 0) != 0 && source.rfind("/dev/", 0) != 0),
-        source_(source) {}
+        source_(source) {
+    decoder_.end_at_short_packet();
+  }
 
   bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) override {
     const AVFrame* f = decoder_.next();
-    if (f == nullptr) {
-      if (decoder_.frames_out() == 0) fail(source_, "video has no frames");
-      return false;
-    }
+    if (f == nullptr) return false;
     converter_.convert(f, &tmp_, source_);
     const int r = decoder_.rotation();
     const bool swap = r == 90 || r == 270;
@@ -869,6 +878,8 @@ class Stream final : public FrameStream {
   }
 
   double fps() const override { return decoder_.fps(); }
+  int64_t frames_read() const override { return decoder_.frames_out(); }
+  int64_t declared_frames() const override { return std::max<int64_t>(0, decoder_.declared_frames()); }
 
  private:
   Decoder decoder_;

@@ -69,10 +69,12 @@ class FrameStream {
  public:
   static std::unique_ptr<FrameStream> open(const std::string& path_or_url,
                                            const DecodeOptions& opts = DecodeOptions());
-  // Next frame as uint8 RGB [height, width, 3]; false at the end of the stream. Throws Error (also when the
-  // stream ends before its first frame: "video has no frames").
+  // Next frame as uint8 RGB [height, width, 3]; false at the end of the stream (also a stream with no frames at
+  // all: the caller decides, as vtc_deploy.streaming, which prints nothing for such a file). Throws Error.
   virtual bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) = 0;
   virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
+  virtual int64_t frames_read() const = 0;      // frames returned so far
+  virtual int64_t declared_frames() const = 0;  // frame count in the container header (0 when it has none)
   virtual ~FrameStream();
 };
 
