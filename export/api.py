@@ -192,10 +192,7 @@ def export_artifact(ckpt: str, options: ExportOptions) -> ExportResult:
     if options.videos and not options.verify:
         raise UsageError("--videos feed the parity gate, which --no-verify skips")
     numeric = options.precision.checked()
-    precision, calib, calib_clips = numeric.precision, numeric.calib, numeric.calib_clips
-    calib_method: CalibrationMethod = numeric.calib_method or "minmax"
-    int8_form: Int8FormName = numeric.int8_form or DEFAULT_INT8_FORM
-    fp16_layernorm = numeric.fp16_layernorm
+    precision = numeric.precision
     out, clip, classes = options.out, options.clip, options.classes
     templates, frames = options.templates, options.frames
     input_kind, opset, exporter, force = options.input_kind, options.opset, options.exporter, options.force
@@ -224,34 +221,12 @@ def export_artifact(ckpt: str, options: ExportOptions) -> ExportResult:
         used = export_onnx(model.classifier, spec.input, fp32_path, opset=opset, exporter=exporter)
         spec = spec.replace(exporter=used)
         if precision != "fp32":
-            quantization = _reduce_precision(
-                fp32_path,
-                onnx_path,
-                spec,
-                precision=precision,
-                calib=calib,
-                calib_method=calib_method,
-                calib_clips=calib_clips,
-                int8_form=int8_form,
-                fp16_layernorm=fp16_layernorm,
-            )
+            quantization = _reduce_precision(fp32_path, onnx_path, spec, numeric)
             fp32_path.unlink()
             spec = spec.replace(quantization=quantization)
         if streaming:
-            spec = spec.replace(
-                streaming=_export_streaming(
-                    model,
-                    spec,
-                    writer,
-                    opset=opset,
-                    exporter=exporter,
-                    precision=precision,
-                    calib=calib,
-                    calib_clips=calib_clips,
-                    calib_method=calib_method,
-                    int8_form=int8_form,
-                )
-            )
+            streaming_spec = _export_streaming(model, spec, writer, numeric, opset=opset, exporter=exporter)
+            spec = spec.replace(streaming=streaming_spec)
         writer.finalize_graph(onnx_path.name, spec)
         spec = writer.hashed(spec)
         report = None
@@ -317,14 +292,10 @@ def _export_streaming(
     model: LoadedModel,
     spec: ArtifactSpec,
     writer: ArtifactWriter,
+    numeric: PrecisionOptions,
     *,
     opset: int,
     exporter: ExporterName,
-    precision: Precision,
-    calib: Sequence[str],
-    calib_clips: int,
-    calib_method: CalibrationMethod,
-    int8_form: Int8FormName,
 ) -> StreamingSpec:
     """``frames.onnx`` (in the artifact's precision) and ``head.onnx`` (fp32, like the head in every precision); their
     hashes are the writer's (``ArtifactWriter.hashed``)."""
@@ -332,22 +303,12 @@ def _export_streaming(
     stage = writer.root
     frames_path, head_path = writer.path(names.frames_file), writer.path(names.head_file)
     log.info("exporting frames.onnx + head.onnx (streaming split)")
+    precision = numeric.precision
     fp32_frames = frames_path if precision == "fp32" else stage / "frames.fp32.onnx"
     export_streaming(model.classifier, spec.input, fp32_frames, head_path, opset=opset, exporter=exporter)
     if precision != "fp32":
-        _reduce_precision(
-            fp32_frames,
-            frames_path,
-            spec,
-            precision=precision,
-            calib=calib,
-            calib_method=calib_method,
-            calib_clips=calib_clips,
-            int8_form=int8_form,
-            fp16_layernorm="fp32",
-            input_name="frames",
-            per_frame=True,
-        )
+        frames_numeric = dataclasses.replace(numeric, fp16_layernorm="fp32")  # the LayerNorm comparison is model.onnx's
+        _reduce_precision(fp32_frames, frames_path, spec, frames_numeric, input_name="frames", per_frame=True)
         fp32_frames.unlink()
     writer.finalize_graph(names.frames_file, spec, role="frames")
     writer.finalize_graph(names.head_file, spec, role="head")
@@ -358,19 +319,19 @@ def _reduce_precision(
     fp32_path: Path,
     out_path: Path,
     spec: ArtifactSpec,
+    numeric: PrecisionOptions,
     *,
-    precision: Precision,
-    calib: Sequence[str],
-    calib_method: CalibrationMethod,
-    calib_clips: int,
-    int8_form: Int8FormName,
-    fp16_layernorm: LayerNormMode,
     input_name: str = "video",
     per_frame: bool = False,
 ) -> QuantizationSpec:
-    """The fp16 or int8 graph at ``out_path`` from the fp32 export at ``fp32_path`` (``per_frame``: a graph whose
-    input is single frames, calibrated on the frames of the same clips)."""
+    """The fp16 or int8 graph at ``out_path`` from the fp32 export at ``fp32_path``, in the form ``numeric``
+    (``PrecisionOptions.checked``) gives (``per_frame``: a graph whose input is single frames, calibrated on the
+    frames of the same clips)."""
     import onnx
+
+    precision, fp16_layernorm, calib_clips = numeric.precision, numeric.fp16_layernorm, numeric.calib_clips
+    int8_form: Int8FormName = numeric.int8_form or DEFAULT_INT8_FORM
+    calib_method: CalibrationMethod = numeric.calib_method or "minmax"
 
     if precision == "fp16":
         log.info("fp16 pass (LayerNorm %s)", fp16_layernorm)
@@ -382,7 +343,7 @@ def _reduce_precision(
         return quantize_int8(fp32_path, out_path, [], input_name=input_name, form=int8_form)
     batches: list[np.ndarray] = []
     used = 0
-    for path in calib:
+    for path in numeric.calib:
         try:
             views = artifact_views(path, spec, clips=calib_clips)
         except VideoDecodeError as exc:
