@@ -177,13 +177,13 @@ def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_f
         assert_same_objects(got, ref)
 
 
-def test_stream_end_of_a_file_equals_vtc_deploy_run(cpp_artifact: Path, bad_files: dict[str, Path]) -> None:
+def test_stream_end_of_a_file_equals_vtc_deploy_stream(cpp_artifact: Path, bad_files: dict[str, Path]) -> None:
     """How a file's timeline ends, as vtc_deploy.streaming: a file without frames prints nothing and succeeds; a file
     whose header lists more frames than it holds ends with the same error line (the truncation count)."""
     common = ["--model", str(cpp_artifact), "--json", "--window", "8"]
     for name in ("zero_frames", "truncated_faststart"):
         ours = vtc_run(*common, str(bad_files[name]))
-        theirs = run_cli("run", *common, str(bad_files[name]))
+        theirs = run_cli("stream", *common, str(bad_files[name]))
         assert ours.returncode == theirs.returncode, (name, ours.stderr, theirs.stderr)
         got, ref = objects(ours.stdout), objects(theirs.stdout)
         assert [(o["window"], o["error"]) for o in got] == [(o["window"], o["error"]) for o in ref], name
