@@ -37,6 +37,17 @@ def _model_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def _classes_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--classes`` / ``--templates`` (classes set at run time: ``vocab.resolve_classes``), for run and stream."""
+    f = click.option("--templates", multiple=True, help="Prompt templates for --classes (default: the artifact's).")(f)
+    return click.option(
+        "--classes",
+        default=None,
+        help="Other class names (.csv, .txt or a bundled set), scored through the "
+        "artifact's text.onnx without re-exporting.",
+    )(f)
+
+
 def _format_result(result: Any) -> str:
     if result.error is not None:
         return f"{result.video}: error: {result.error}"
@@ -85,13 +96,7 @@ def _format_window(result: Any) -> str:
     help="Write a PNG of the sampled frames and the top-k bars (several videos: NAME-0.png, NAME-1.png, ...).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: with several videos).")
-@click.option(
-    "--classes",
-    default=None,
-    help="Other class names (.csv, .txt or a bundled set), scored through the "
-    "artifact's text.onnx without re-exporting.",
-)
-@click.option("--templates", multiple=True, help="Prompt templates for --classes (default: the artifact's).")
+@_classes_options
 @not_here("--window", reason=_TO_STREAM)
 @not_here("--stride", reason=_TO_STREAM)
 @not_here("--follow", reason=_TO_STREAM, is_flag=True)
@@ -178,13 +183,7 @@ def run(
 )
 @click.option("--threads", type=click.IntRange(0), default=0, help="Inference threads (0: the backend decides).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per window on stdout.")
-@click.option(
-    "--classes",
-    default=None,
-    help="Other class names (.csv, .txt or a bundled set), scored through the "
-    "artifact's text.onnx without re-exporting.",
-)
-@click.option("--templates", multiple=True, help="Prompt templates for --classes (default: the artifact's).")
+@_classes_options
 @click.option("--follow", is_flag=True, help="Keep reading a file that is still being written.")
 @click.option(
     "--timeout",
