@@ -4,6 +4,7 @@ are where the issue wants them; LayerNorm in fp16 is measurably worse; TensorRT-
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ from tests.conftest import assert_one_line_error, register_tiny_clip, run_cli
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
-from vtc_deploy.export import ExportOptions, PrecisionOptions, export_artifact
+from vtc_deploy.export import ExportOptions, ExportResult, PrecisionOptions, export_artifact
 from vtc_deploy.export.parity import THRESHOLDS, run_gate
 from vtc_deploy.export.precision import in_scope
 from vtc_deploy.runtimes import create_backend
@@ -37,6 +38,11 @@ def calib_videos(real_videos: list[Path]) -> list[str]:
     return [str(real_videos[1]), str(real_videos[2])]  # bigbuckbunny, carphone_pristine: disjoint from the gate
 
 
+def _export(out: Path, precision: PrecisionOptions, **options: Any) -> ExportResult:
+    """The tiny model (ucf101, T=4) exported to ``out`` in ``precision``; other ``ExportOptions`` as given."""
+    return export_artifact(CKPT, ExportOptions(classes="ucf101", frames=4, out=out, precision=precision, **options))
+
+
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
     out = {
@@ -48,16 +54,7 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_fp16_islands_pass_the_gate_and_sit_where_they_should(gate_videos: list[str], tmp_path: Path) -> None:
-    result = export_artifact(
-        CKPT,
-        ExportOptions(
-            classes="ucf101",
-            frames=4,
-            out=tmp_path / "a",
-            videos=gate_videos,
-            precision=PrecisionOptions(precision="fp16"),
-        ),
-    )
+    result = _export(tmp_path / "a", PrecisionOptions(precision="fp16"), videos=gate_videos)
     spec = result.spec
     assert result.report is not None and result.report.passed and spec.precision == "fp16"
     assert spec.parity is not None and spec.parity.thresholds["min_cosine"] == THRESHOLDS["fp16"]["min_cosine"]
@@ -99,17 +96,7 @@ def test_layernorm_in_fp16_is_worse(gate_videos: list[str], tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_fp16_pass_on_the_dynamo_export(gate_videos: list[str], tmp_path: Path) -> None:
-    result = export_artifact(
-        CKPT,
-        ExportOptions(
-            classes="ucf101",
-            frames=4,
-            out=tmp_path / "a",
-            opset=18,
-            videos=gate_videos[:1],
-            precision=PrecisionOptions(precision="fp16"),
-        ),
-    )
+    result = _export(tmp_path / "a", PrecisionOptions(precision="fp16"), opset=18, videos=gate_videos[:1])
     assert result.report is not None and result.report.passed and "dynamo" in result.spec.exporter
     assert result.spec.quantization is not None and result.spec.quantization.nodes >= 10
 
@@ -161,18 +148,9 @@ def _int8_structure(root: Path, form: str) -> None:
 
 @pytest.mark.parametrize("form", ["qdq", "dynamic"])
 def test_int8_forms_pass_the_gate(form: str, gate_videos: list[str], calib_videos: list[str], tmp_path: Path) -> None:
-    result = export_artifact(
-        CKPT,
-        ExportOptions(
-            classes="ucf101",
-            frames=4,
-            out=tmp_path / "a",
-            videos=gate_videos,
-            precision=PrecisionOptions(
-                precision="int8", calib=calib_videos if form != "dynamic" else (), int8_form=form
-            ),
-        ),
-    )  # type: ignore[arg-type]
+    calib = calib_videos if form != "dynamic" else ()
+    numeric = PrecisionOptions(precision="int8", calib=calib, int8_form=form)  # type: ignore[arg-type]
+    result = _export(tmp_path / "a", numeric, videos=gate_videos)
     spec = result.spec
     assert result.report is not None and result.report.passed, result.report
     q = spec.quantization
