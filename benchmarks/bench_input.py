@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,16 +131,16 @@ def main() -> None:
     shared: dict[str, list[float]] = {}  # baseline's RGB conversion + preprocessing, CPU ms
     for _ in range(args.repeat):
         for path in files:
-            _, _, (expected, indices) = measure(lambda p=path: ours(p, "pyav", spec, args.rule))
+            _, _, (expected, indices) = measure(partial(ours, path, "pyav", spec, args.rule))
             for config in configs:
                 if config == "baseline":
-                    c, w, (out, common) = measure(lambda p=path, i=indices: plain_sequential(p, i, spec))
+                    c, w, (out, common) = measure(partial(plain_sequential, path, indices, spec))
                     shared.setdefault(path.name, []).append(common)
                 elif config == "decord-raw":
-                    c, w, (out, _) = measure(lambda p=path: decord_raw(p, spec, args.rule))
+                    c, w, (out, _) = measure(partial(decord_raw, path, spec, args.rule))
                 else:
                     try:
-                        c, w, (out, _) = measure(lambda p=path, d=config: ours(p, d, spec, args.rule))
+                        c, w, (out, _) = measure(partial(ours, path, config, spec, args.rule))
                     except Exception:  # decord refuses files it cannot read exactly
                         continue
                 if not np.array_equal(out, expected):

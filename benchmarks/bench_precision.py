@@ -68,7 +68,7 @@ def memoize_reference() -> None:
             cache[key] = plain(classifier, feed, spec)
         return cache[key]
 
-    parity.torch_outputs = cached  # type: ignore[assignment]
+    parity.torch_outputs = cached
 
 
 class ExactOrt(Backend):
@@ -97,7 +97,7 @@ class ExactOrt(Backend):
 
 def calibration_batches(spec: Any, clips: int = 2) -> list[np.ndarray]:
     """One clip per batch, ``clips`` clips of each calibration video: what ``export --calib`` feeds the quantizer."""
-    batches = []
+    batches: list[np.ndarray] = []
     for path in CALIB:
         views = read_views(path, frames=spec.frames, input_spec=spec.input, rule=spec.sampling.rule, clips=clips)
         feed = graph_feed(views.video, spec.input)
@@ -115,7 +115,7 @@ def derive(fp32: Artifact, name: str, target: Path, calib: list[np.ndarray], don
         model, quantization = to_fp16(onnx.load(str(fp32.onnx_path)))
         onnx.save(model, str(graph))
     elif name.startswith("int8 "):
-        quantization = quantize_int8(fp32.onnx_path, graph, calib, form=name[5:], calibration_videos=len(CALIB))  # type: ignore[arg-type]
+        quantization = quantize_int8(fp32.onnx_path, graph, calib, form=name[5:], calibration_videos=len(CALIB))
     else:
         mode, activations, twin = REFUSED[name]
         quantization = _refused(fp32.onnx_path, graph, mode, activations, done[twin].onnx_path)

@@ -150,7 +150,7 @@ def main() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    report = {
+    report: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "server": " ".join(cmd[1:]),
         "cpu": f"{cpu_model()} ({os.cpu_count()} logical CPUs)",
