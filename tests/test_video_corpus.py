@@ -1,6 +1,7 @@
 """The formats users bring, generated here with PyAV: every decoder's frames at the Text4Vis indices equal a plain
 sequential decode (the definition of frame k in vtc_deploy/video.py), rotation gives upright frames, a DivX-style
-packed-B-frame AVI (placeholder packets that yield no frame) is read exactly, and wrong indexes fall back.
+packed-B-frame AVI (placeholder packets that yield no frame) is read exactly, interlaced files (which FFmpeg converts
+to RGB field by field) are refused by decord, and wrong indexes fall back.
 
 Files are tiny (about 40 frames of 64x48 to 128x72) so that the whole corpus encodes and decodes in seconds.
 """
@@ -231,6 +232,27 @@ def build_corpus(root: Path) -> dict[str, Path]:
         "avi_wrong_header_count.avi",
         lambda p: patch_avi_frame_count(encode(p, frames, "mpeg4", options={"bf": "1"}), 3 * N),
     )
+    add(
+        "h264_interlaced_mbaff.mp4",
+        lambda p: encode(p, frames, options={**B_FRAMES, "x264-params": "interlaced=1:tff=1"}),
+    )
+    add(
+        "mpeg2_interlaced.mpg",
+        lambda p: encode(p, frames, "mpeg2video", options={"g": "12", "bf": "2", "flags": "+ilme+ildct", "top": "1"}),
+    )
+    add("mpeg2.ts", lambda p: encode(p, frames, "mpeg2video", options={"g": "12", "bf": "2"}))
+    add("h264_422_10bit.mp4", lambda p: encode(p, frames, pix_fmt="yuv422p10le", options=B_FRAMES))
+    add(
+        "hevc_10bit_bframes.mp4",
+        lambda p: encode(
+            p, frames, "libx265", pix_fmt="yuv420p10le", options={"x265-params": "keyint=24:bframes=4:log-level=0"}
+        ),
+    )
+    add("h264_4slices.mp4", lambda p: encode(p, frames, options={**B_FRAMES, "x264-params": "slices=4"}))
+    add("h264.flv", lambda p: encode(p, frames, options=B_FRAMES))
+    add("prores_422_10bit.mov", lambda p: encode(p, frames, "prores_ks", pix_fmt="yuv422p10le"))
+    add("ffv1.mkv", lambda p: encode(p, frames, "ffv1"))
+    add("vp9_444.webm", lambda p: encode(p, frames, "libvpx-vp9", pix_fmt="yuv444p", options={"g": "12"}))
     base = encode(root / "base_for_remux.mp4", frames, options=B_FRAMES)
     add("h264_edit_list.mp4", lambda p: remux(base, p, shift_for_edit_list))
     return made
@@ -277,6 +299,16 @@ CORPUS = [
     "mjpeg.mov",
     "avi_wrong_header_count.avi",
     "h264_edit_list.mp4",
+    "h264_interlaced_mbaff.mp4",
+    "mpeg2_interlaced.mpg",
+    "mpeg2.ts",
+    "h264_422_10bit.mp4",
+    "hevc_10bit_bframes.mp4",
+    "h264_4slices.mp4",
+    "h264.flv",
+    "prores_422_10bit.mov",
+    "ffv1.mkv",
+    "vp9_444.webm",
 ]
 
 
@@ -347,6 +379,9 @@ def test_corpus_covers_what_it_claims(corpus: dict[str, Path]) -> None:
         assert "10" in c.streams.video[0].codec_context.pix_fmt
     with av.open(str(corpus["avi_wrong_header_count.avi"])) as c:
         assert c.streams.video[0].frames == 3 * N
+    for name in ("h264_interlaced_mbaff.mp4", "mpeg2_interlaced.mpg"):
+        with av.open(str(corpus[name])) as c:
+            assert all(f.interlaced_frame for f in c.decode(video=0)), f"{name}: frames not coded as fields"
 
 
 def test_packed_divx_avi_decord_alone_is_wrong_ours_is_exact(corpus: dict[str, Path]) -> None:
@@ -365,6 +400,21 @@ def test_packed_divx_avi_decord_alone_is_wrong_ours_is_exact(corpus: dict[str, P
         with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
             assert reader.info.num_frames == len(ref)
             assert np.array_equal(reader.get_frames_at(idx), ref[idx])
+
+
+def test_interlaced_h264_decord_alone_is_wrong_ours_refuses(corpus: dict[str, Path]) -> None:
+    """FFmpeg converts an interlaced frame to RGB field by field, decord as one frame: decord alone returns frames far
+    from the sequential decode without an error; our decord refuses the file, ``auto`` is exact."""
+    decord = pytest.importorskip("decord")
+    path = corpus["h264_interlaced_mbaff.mp4"]
+    ref = sequential(path)
+    idx = uniform_indices(len(ref), 8).reshape(-1)
+    raw = decord.VideoReader(str(path))
+    assert len(raw) == len(ref) and np.abs(raw.get_batch(idx.tolist()).asnumpy().astype(int) - ref[idx]).max() > 20
+    with pytest.raises(VideoDecodeError, match="interlaced"):
+        open_video(path, decoder="decord")
+    with open_video(path, decoder="auto") as reader:
+        assert np.array_equal(reader.get_frames_at(idx), ref[idx])
 
 
 def add_sample(payload: bytes, after: int) -> Callable[[list[Any]], list[Any]]:

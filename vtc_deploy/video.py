@@ -43,9 +43,11 @@ frames. ``info.width``/``info.height`` are the returned frames' size, ``info.rot
 decord loader ignores rotation: a model trained that way saw phone videos sideways.
 
 **decord** (``decoder="decord"``) indexes packets, which is wrong without any error on some files (a packed-B-frame
-AVI: frames tens of grey levels off; an open-GOP HEVC file: leading frames decoded without their references). It is
-used only where the indexed path's conditions hold and there are no open GOPs, no rotation, 8-bit 4:2:0 pixels and
-decord's frame count equals ``n``; elsewhere it raises ``VideoDecodeError`` naming the reason and ``--decoder pyav``.
+AVI: frames tens of grey levels off; an open-GOP HEVC file: leading frames decoded without their references; an
+interlaced H.264 file: up to 90 levels off, as FFmpeg converts such frames to RGB field by field). It is used only where
+the indexed path's conditions hold and there are no open GOPs, no interlacing (the stream's field order), no rotation,
+8-bit 4:2:0 pixels and decord's frame count equals ``n``; elsewhere it raises ``VideoDecodeError`` naming the reason
+and ``--decoder pyav``.
 ``auto`` is the PyAV reader: exact on every file, and faster than decord on the measured files
 (benchmarks/bench_input.py).
 """
@@ -75,6 +77,7 @@ FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the coun
 INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
 INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
+INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
 
 
@@ -275,6 +278,7 @@ class _Source:
             self.declared = int(stream.frames or 0)
             self.codec = str(getattr(ctx.codec, "canonical_name", "") or ctx.name)
             self.pix_fmt = str(ctx.pix_fmt or "")
+            self.field_order = int(getattr(ctx, "field_order", 0) or 0)  # AVFieldOrder: 1 progressive, >= 2 fields
             self.format = str(self.container.format.name)
             if self.width <= 0 or self.height <= 0:
                 raise VideoDecodeError(f"video stream has no frame size ({self.width}x{self.height})", path=path)
@@ -778,7 +782,7 @@ def _make_info(src: _Source, n: int, mode: str, rotation: int, autorotate: bool)
 
 class DecordReader(VideoReader):
     """decord, only where it is exact: the indexed path's conditions, 8-bit 4:2:0, decord's frame count equal to n
-    (module docstring); never on open-GOP, rotated or high-bit-depth files."""
+    (module docstring); never on open-GOP, interlaced, rotated or high-bit-depth files."""
 
     def __init__(
         self, path: str, *, num_threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, autorotate: bool = True
@@ -796,6 +800,8 @@ class DecordReader(VideoReader):
             why = "open GOPs (frames shown before their keyframe), which decord decodes without their references"
         elif src.pix_fmt not in DECORD_PIX_FMTS:
             why = f"decord converts {src.pix_fmt} to RGB differently from FFmpeg's rgb24"
+        elif src.field_order >= INTERLACED:
+            why = "interlaced video, which FFmpeg converts to RGB field by field and decord as whole frames"
         elif info.rotation:
             why = "decord does not read rotated videos"
         if why:
