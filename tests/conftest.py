@@ -226,6 +226,29 @@ def wrong_index_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def edit_list_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete H.264 MP4 (40 samples, B-frames) whose edit list hides its first 5 frames, as a stream copy cut
+    after its first keyframe gives: the header lists 40 frames, a plain decode shows 35 (the first 5 packets are
+    'discard': decoded as references, never shown)."""
+    import av
+
+    root = tmp_path_factory.mktemp("edit_list")
+    plain = write_video(root / "plain.mp4", moving_square(40), options={"g": "12", "bf": "3"})
+    path = root / "edit_list.mp4"
+    with av.open(str(plain)) as inp, av.open(str(path), "w") as out:
+        ins = inp.streams.video[0]
+        outs = out.add_stream_from_template(ins, opaque=True)
+        packets = [p for p in inp.demux(ins) if p.size]
+        step = packets[1].duration or 512
+        for packet in packets:  # timestamps 5 frames earlier: the muxer's edit list starts at 0
+            packet.pts -= 5 * step
+            packet.dts -= 5 * step
+            packet.stream = outs
+            out.mux(packet)
+    return path
+
+
 # ------------------------------------------------------------------------------------------------------ models
 
 

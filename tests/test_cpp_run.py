@@ -115,6 +115,30 @@ def test_windows_of_a_wrong_packet_index_equal_vtc_deploy_stream(cpp_artifact: P
     assert_same_objects(got, objects(theirs.stdout))
 
 
+def test_edit_list_file_is_complete_in_both_runtimes(cpp_artifact: Path, edit_list_video: Path) -> None:
+    """conftest.edit_list_video: the header lists 40 frames, 35 are shown. Files (run) and windows (stream) use the
+    35 shown frames, and the windows end without a 'truncated' error line: the demuxer delivered every packet the
+    header lists (the rule counts packets, not shown frames)."""
+    import av
+
+    with av.open(str(edit_list_video)) as container:
+        assert container.streams.video[0].frames == 40
+        assert sum(1 for _ in container.decode(video=0)) == 35
+    for mode, options, python_only in (
+        ("run", ["--clips", "3"], ["--backend", "onnxruntime"]),
+        ("stream", ["--window", "8"], []),
+    ):
+        common = ["--model", str(cpp_artifact), "--json", *options]
+        ours = vtc_run(*common, str(edit_list_video))
+        theirs = run_cli(mode, *common, *python_only, str(edit_list_video))
+        assert ours.returncode == theirs.returncode == 0, mode + ours.stdout[-300:] + theirs.stdout[-300:]
+        got = objects(ours.stdout)
+        assert all(o["error"] is None for o in got), mode
+        if mode == "stream":
+            assert [o["window"]["end_frame"] for o in got] == list(range(8, 36, 2))  # default stride: 8 / 4
+        assert_same_objects(got, objects(theirs.stdout))
+
+
 def test_bad_files_give_error_objects_and_exit_1(
     cpp_artifact: Path, bad_files: dict[str, Path], real_videos: list[Path]
 ) -> None:
@@ -235,6 +259,8 @@ def test_stream_end_of_a_file_equals_vtc_deploy_stream(cpp_artifact: Path, bad_f
         assert ours.returncode == theirs.returncode, (name, ours.stderr, theirs.stderr)
         got, ref = objects(ours.stdout), objects(theirs.stdout)
         assert [(o["window"], o["error"]) for o in got] == [(o["window"], o["error"]) for o in ref], name
+        if name == "truncated_faststart":  # fewer packets than the header lists
+            assert got[-1]["error"].endswith(" of 60 frames (truncated)"), got[-1]
     assert vtc_run(*common, str(bad_files["zero_frames"])).stdout == ""
 
 
