@@ -196,6 +196,59 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict
     return files
 
 
+WRONG_INDEX_FRAMES = 40  # what the packet index of ``wrong_index_video`` lists; a plain decode yields one fewer
+
+
+@pytest.fixture(scope="session")
+def wrong_index_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VP8 WebM whose packet index lists more frames than the file shows: packet 5 is a VP8 frame with its
+    show_frame bit cleared (a hidden frame, as libvpx's alt-ref frames are: decoded as a reference, never output).
+    The indexed readers (vtc_deploy.video and runtimes/cpp) count 40 frames at open; reading finds that a fed packet
+    produced no frame, falls back to the sequential decode and reports 39 (FrameCountChanged)."""
+    import av
+
+    root = tmp_path_factory.mktemp("wrong_index")
+    plain = write_video(root / "plain.webm", moving_square(WRONG_INDEX_FRAMES), codec="libvpx", options={"g": "100"})
+    path = root / "hidden_frame.webm"
+    with av.open(str(plain)) as inp, av.open(str(path), "w") as out:
+        ins = inp.streams.video[0]
+        outs = out.add_stream_from_template(ins, opaque=True)
+        for k, packet in enumerate(p for p in inp.demux(ins) if p.size):
+            if k == 5:
+                data = bytearray(bytes(packet))
+                assert data[0] & 0x11 == 0x11  # a shown inter frame (bit 0: not a key frame)
+                data[0] &= ~0x10  # show_frame = 0
+                hidden = av.Packet(bytes(data))
+                hidden.pts, hidden.dts, hidden.time_base = packet.pts, packet.dts, packet.time_base
+                packet = hidden
+            packet.stream = outs
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def edit_list_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete H.264 MP4 (40 samples, B-frames) whose edit list hides its first 5 frames, as a stream copy cut
+    after its first keyframe gives: the header lists 40 frames, a plain decode shows 35 (the first 5 packets are
+    'discard': decoded as references, never shown)."""
+    import av
+
+    root = tmp_path_factory.mktemp("edit_list")
+    plain = write_video(root / "plain.mp4", moving_square(40), options={"g": "12", "bf": "3"})
+    path = root / "edit_list.mp4"
+    with av.open(str(plain)) as inp, av.open(str(path), "w") as out:
+        ins = inp.streams.video[0]
+        outs = out.add_stream_from_template(ins, opaque=True)
+        packets = [p for p in inp.demux(ins) if p.size]
+        step = packets[1].duration or 512
+        for packet in packets:  # timestamps 5 frames earlier: the muxer's edit list starts at 0
+            packet.pts -= 5 * step
+            packet.dts -= 5 * step
+            packet.stream = outs
+            out.mux(packet)
+    return path
+
+
 # ------------------------------------------------------------------------------------------------------ models
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import moving_square
+from tests.conftest import WRONG_INDEX_FRAMES, moving_square
 from tests.cpp_vtc import (
     DTYPE_FLOAT32,
     ERR_ARGUMENT,
@@ -104,6 +104,22 @@ def test_files_match_the_python_runtime(
         assert_same(o, r)
         worst = max(worst, float(np.abs(o["logits"] - r.logits).max()))
     print(f"clips={clips} crops={crops}: max |dlogit| {worst:.2e} over {len(videos)} videos")
+
+
+@pytest.mark.parametrize("clips", [1, 3])
+def test_wrong_packet_index_resamples_like_the_python_runtime(
+    clf: Any, py: Any, wrong_index_video: Path, real_videos: list[Path], clips: int
+) -> None:
+    """conftest.wrong_index_video (the packet index lists 40 frames, the file shows 39): libvtc's reader reports the
+    corrected count while reading and the engine samples again with it, as inputs.read_views does: no error, 39
+    frames, the Python runtime's result."""
+    videos = [wrong_index_video, real_videos[2]]
+    ours = clf.classify_files(videos, topk=5, clips=clips, crops=1)
+    refs = py.classify(videos, topk=5, clips=clips, crops=1)
+    assert refs[0].info.num_frames == WRONG_INDEX_FRAMES - 1
+    for o, r in zip(ours, refs, strict=True):
+        assert_same(o, r)
+        assert o["num_frames"] == r.info.num_frames
 
 
 @pytest.mark.parametrize(("n", "h", "w"), [(9, 144, 176), (2, 300, 200), (30, 120, 160)])

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import WRONG_INDEX_FRAMES
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
@@ -458,6 +459,24 @@ def test_decode_wrong_index_falls_back_with_corrected_count(corpus: dict[str, Pa
     out = tmp_path / "f.raw"
     proc = run_tool("decode", path, out, *map(str, idx), "--ignore-discard")
     assert f"sequential decode yields {len(ref)}" in proc.stderr.decode()
+    infos = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [(i["num_frames"], i["indexed"]) for i in infos] == [(len(ref), False)] * 2
+    got = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(idx), *ref.shape[1:])
+    assert np.array_equal(got, ref[idx])
+
+
+def test_decode_hidden_frame_falls_back_with_corrected_count(wrong_index_video: Path, tmp_path: Path) -> None:
+    """A genuine file, no injection (conftest.wrong_index_video: a VP8 packet with show_frame cleared): the index
+    lists 40 frames, reading a range that feeds the hidden packet reports the plain decode's 39 (FrameCountChanged)
+    and the frames read again equal the plain decode's."""
+    ref = np.stack(pyav_frames(wrong_index_video))
+    assert len(ref) == WRONG_INDEX_FRAMES - 1
+    info = json.loads(run_tool("info", wrong_index_video).stdout)
+    assert (info["indexed"], info["num_frames"]) == (True, WRONG_INDEX_FRAMES)
+    idx = [0, 10, 20, len(ref) - 1]
+    out = tmp_path / "f.raw"
+    proc = run_tool("decode", wrong_index_video, out, *map(str, idx))
+    assert f"listed {WRONG_INDEX_FRAMES} frames but a sequential decode yields {len(ref)}" in proc.stderr.decode()
     infos = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert [(i["num_frames"], i["indexed"]) for i in infos] == [(len(ref), False)] * 2
     got = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(idx), *ref.shape[1:])

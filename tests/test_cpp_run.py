@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import WRONG_INDEX_FRAMES, run_cli
 from tests.cpp_vtc import ASAN_BUILD, BUILD, REPO, VTC_RUN, require_build
 
 LOGIT_TOL = 1e-4
@@ -65,6 +66,77 @@ def test_json_equals_vtc_deploy_run(cpp_artifact: Path, real_videos: list[Path],
     assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
     worst = assert_same_objects(objects(ours.stdout), objects(theirs.stdout))
     print(f"clips={clips} crops={crops}: max |dlogit| {worst:.2e}")
+
+
+@pytest.mark.parametrize("clips", [1, 3])
+def test_wrong_packet_index_resamples_like_vtc_deploy_run(
+    cpp_artifact: Path, wrong_index_video: Path, real_videos: list[Path], clips: int
+) -> None:
+    """A file whose packet index lists a frame the decoder never shows (conftest.wrong_index_video: 40 listed, 39
+    shown): both indexed readers notice it while reading (FrameCountChanged), and both engines sample again with the
+    corrected count -- the same top-5 and logits as vtc-deploy run, no error. The indices for 40 and 39 frames
+    differ, and at clips 3 the 40-frame indices ask for frame 39, which the file does not have."""
+    from vtc_deploy.artifact import Artifact
+    from vtc_deploy.sampling import sample_indices
+    from vtc_deploy.video import FrameCountChanged, open_video
+
+    spec = Artifact.open(cpp_artifact).spec
+
+    def indices(n: int) -> list[list[int]]:
+        return sample_indices(
+            n, spec.frames, rule=spec.sampling.rule, clips=clips, window=spec.sampling.window
+        ).tolist()
+
+    with open_video(wrong_index_video) as reader:  # the Python side really takes the retry
+        assert reader.info.num_frames == WRONG_INDEX_FRAMES
+        with pytest.raises(FrameCountChanged):
+            reader.get_frames_at(np.ravel(indices(WRONG_INDEX_FRAMES)))
+        assert reader.info.num_frames == WRONG_INDEX_FRAMES - 1
+    assert indices(WRONG_INDEX_FRAMES) != indices(WRONG_INDEX_FRAMES - 1)
+    items = [str(wrong_index_video), str(real_videos[2])]  # the next video is unaffected
+    common = ["--model", str(cpp_artifact), "--json", "--clips", str(clips), "--crops", "1"]
+    ours = vtc_run(*common, *items)
+    theirs = run_cli("run", *common, "--backend", "onnxruntime", *items)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    got = objects(ours.stdout)
+    assert got[0]["error"] is None and len(got[0]["topk"]) == 5
+    assert_same_objects(got, objects(theirs.stdout))
+
+
+def test_windows_of_a_wrong_packet_index_equal_vtc_deploy_stream(cpp_artifact: Path, wrong_index_video: Path) -> None:
+    """Windows (--window) decode the file in one sequential pass, the packet index plays no part: both runtimes give
+    the 39 shown frames' windows, no error (a WebM header states no frame count to compare with)."""
+    common = ["--model", str(cpp_artifact), "--json", "--window", "8", "--stride", "4"]
+    ours = vtc_run(*common, str(wrong_index_video))
+    theirs = run_cli("stream", *common, str(wrong_index_video))
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    got = objects(ours.stdout)
+    assert [o["window"]["end_frame"] for o in got] == list(range(8, WRONG_INDEX_FRAMES, 4))  # last: 36 (of 39)
+    assert_same_objects(got, objects(theirs.stdout))
+
+
+def test_edit_list_file_is_complete_in_both_runtimes(cpp_artifact: Path, edit_list_video: Path) -> None:
+    """conftest.edit_list_video: the header lists 40 frames, 35 are shown. Files (run) and windows (stream) use the
+    35 shown frames, and the windows end without a 'truncated' error line: the demuxer delivered every packet the
+    header lists (the rule counts packets, not shown frames)."""
+    import av
+
+    with av.open(str(edit_list_video)) as container:
+        assert container.streams.video[0].frames == 40
+        assert sum(1 for _ in container.decode(video=0)) == 35
+    for mode, options, python_only in (
+        ("run", ["--clips", "3"], ["--backend", "onnxruntime"]),
+        ("stream", ["--window", "8"], []),
+    ):
+        common = ["--model", str(cpp_artifact), "--json", *options]
+        ours = vtc_run(*common, str(edit_list_video))
+        theirs = run_cli(mode, *common, *python_only, str(edit_list_video))
+        assert ours.returncode == theirs.returncode == 0, mode + ours.stdout[-300:] + theirs.stdout[-300:]
+        got = objects(ours.stdout)
+        assert all(o["error"] is None for o in got), mode
+        if mode == "stream":
+            assert [o["window"]["end_frame"] for o in got] == list(range(8, 36, 2))  # default stride: 8 / 4
+        assert_same_objects(got, objects(theirs.stdout))
 
 
 def test_bad_files_give_error_objects_and_exit_1(
@@ -187,6 +259,8 @@ def test_stream_end_of_a_file_equals_vtc_deploy_stream(cpp_artifact: Path, bad_f
         assert ours.returncode == theirs.returncode, (name, ours.stderr, theirs.stderr)
         got, ref = objects(ours.stdout), objects(theirs.stdout)
         assert [(o["window"], o["error"]) for o in got] == [(o["window"], o["error"]) for o in ref], name
+        if name == "truncated_faststart":  # fewer packets than the header lists
+            assert got[-1]["error"].endswith(" of 60 frames (truncated)"), got[-1]
     assert vtc_run(*common, str(bad_files["zero_frames"])).stdout == ""
 
 

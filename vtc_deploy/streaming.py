@@ -10,7 +10,10 @@ T)`` within the window, centre crop, the temporal head over their embeddings. Fr
 ``frames.onnx``; windows that share sampled frames reuse the cached embeddings; ``head.onnx`` (the temporal head and
 the classifier) runs per window. Frames are turned upright by the display rotation as in ``video.py``
 (``autorotate=False``: stored frames). Live sources (pipes, network URLs, devices, growing files) have no natural end:
-when they stop, the timeline ends with an error line. A file ends normally at its last frame.
+when they stop, the timeline ends with an error line. A file ends normally at its last frame, unless the demuxer
+delivered fewer whole video packets than its header lists frames (truncated). Packets, not frames: an MP4 edit
+list's discarded frames and hidden frames (decoded, never shown) are in the header's count, and a complete file that
+has them is not truncated.
 """
 
 from __future__ import annotations
@@ -106,17 +109,21 @@ class StreamSource:
             self._container.close()
             raise VideoDecodeError(f"frame size {w}x{h} exceeds the limit of {max_pixels} pixels", path=source)
         self.frames_read = 0
+        self.packets_read = 0  # whole video packets demuxed (a sample cut short where the file ends is not one)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, uint8 [H, W, 3])`` until the source ends; decoding errors raise ``VideoDecodeError``."""
         import av
 
         try:
-            for frame in self._container.decode(video=0):
-                rgb = np.asarray(frame.to_ndarray(format="rgb24"))
-                self.rotation = display_rotation(frame)
-                yield self.frames_read, rotate(rgb, self.rotation) if self.autorotate else rgb
-                self.frames_read += 1
+            for packet in self._container.demux(video=0):  # container.decode(video=0), counting the packets
+                if packet.size and not packet.is_corrupt:
+                    self.packets_read += 1
+                for frame in packet.decode():
+                    rgb = np.asarray(frame.to_ndarray(format="rgb24"))
+                    self.rotation = display_rotation(frame)
+                    yield self.frames_read, rotate(rgb, self.rotation) if self.autorotate else rgb
+                    self.frames_read += 1
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoDecodeError(
                 f"stream failed after {self.frames_read} frames ({one_line(exc)})", path=self.name
@@ -200,7 +207,8 @@ class StreamClassifier:
 
     def run(self, source: StreamSource, *, window: int, stride: int, topk: int = 5) -> Iterator[WindowResult]:
         """Windows ``[k*stride, k*stride + window)`` for k = 0, 1, ... as each becomes complete; then, for a live
-        source, an error result saying where it stopped."""
+        source, an error result saying where it stopped, and for a file with fewer packets than its header lists
+        frames, one saying it is truncated."""
         spec = self.artifact.spec
         t = spec.frames
         offsets = uniform_indices(window, t)[0]  # [T] sampled positions inside a window
@@ -239,7 +247,7 @@ class StreamClassifier:
             yield WindowResult(
                 source.name, error=f"{source.name}: the stream stopped after {source.frames_read} frames{seconds}"
             )
-        elif source.declared_frames and source.frames_read < source.declared_frames:
+        elif source.declared_frames and source.packets_read < source.declared_frames:
             yield WindowResult(
                 source.name,
                 error=f"{source.name}: the file ended after {source.frames_read} of "

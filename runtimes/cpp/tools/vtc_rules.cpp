@@ -150,7 +150,7 @@ int run(std::vector<std::string> args) {
     }
     if (!out) throw Error(Error::Kind::input, args[2] + ": cannot write");
     if (stream->frames_read() == 0) throw Error(Error::Kind::decode, args[1] + ": video has no frames");
-    if (stream->frames_read() < stream->declared_frames()) {
+    if (stream->packets_read() < stream->declared_frames()) {
       throw Error(Error::Kind::decode, args[1] + ": the file ended after " + std::to_string(stream->frames_read()) +
                                            " of " + std::to_string(stream->declared_frames()) + " frames (truncated)");
     }

@@ -880,6 +880,7 @@ class Stream final : public FrameStream {
   double fps() const override { return decoder_.fps(); }
   int64_t frames_read() const override { return decoder_.frames_out(); }
   int64_t declared_frames() const override { return std::max<int64_t>(0, decoder_.declared_frames()); }
+  int64_t packets_read() const override { return decoder_.packets(); }
 
  private:
   Decoder decoder_;

@@ -75,6 +75,10 @@ class FrameStream {
   virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
   virtual int64_t frames_read() const = 0;      // frames returned so far
   virtual int64_t declared_frames() const = 0;  // frame count in the container header (0 when it has none)
+  // Whole video packets demuxed so far (a sample cut short where the file ends is not one): a file is truncated when
+  // this ends below declared_frames() -- packets, not frames, as an edit list's discarded frames and hidden frames
+  // are in the header's count but never shown (vtc_deploy.streaming).
+  virtual int64_t packets_read() const = 0;
   virtual ~FrameStream();
 };
 
