@@ -415,7 +415,7 @@ void refuse_mojibake(const std::u32string& segment) {
   }
   throw Error(Error::Kind::input, "'" + shown + (segment.size() > 80 ? "...'" : "'") +
                                       " looks like mis-decoded UTF-8 (mojibake), which the C++ tokenizer does not "
-                                      "repair (Python's ftfy would change it): fix the text, or rebake with "
+                                      "repair (Python's ftfy may change it): fix the text, or rebake with "
                                       "`vtc-deploy rebake`");
 }
 
