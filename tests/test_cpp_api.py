@@ -5,6 +5,7 @@ onnxruntime module loaded: libvtc's ONNX Runtime (the wheel's libonnxruntime.so)
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -388,6 +389,17 @@ def test_class_swap_errors(lib: Any, clf: Any, cpp_artifact: Path, tmp_path: Pat
     assert err.value.status == ERR_LABELS
     assert lib.vtc_set_classes_from(clf.handle, b"/no/such/list.csv", None, 0) == ERR_LABELS
     assert b"class list not found" in lib.vtc_errmsg(clf.handle)
+    # mojibake that Python's ftfy would repair (other ids, other logits): refused, never tokenized differently
+    with pytest.raises(
+        VtcCError, match=r"class 1 \(template 'a video of \{\}\.'\): 'a video of CafÃ©\.' looks like"
+    ) as err:
+        clf.set_classes(["Café", "CafÃ©"], ["a video of {}."])
+    assert err.value.status == ERR_LABELS
+    assert "mis-decoded UTF-8 (mojibake)" in err.value.message and "vtc-deploy rebake" in err.value.message
+    assert len(err.value.message.splitlines()) == 1
+    names = (ctypes.c_char_p * 2)(b"ok", b"bad \xff")
+    assert lib.vtc_set_classes(clf.handle, names, 2, None, 0) == ERR_LABELS
+    assert b"class 1 (template " in lib.vtc_errmsg(clf.handle) and b"not valid UTF-8" in lib.vtc_errmsg(clf.handle)
     root = _copy(cpp_artifact, tmp_path / "notext")
     (root / "text.onnx").unlink()
     data = json.loads((root / "manifest.json").read_text())

@@ -371,7 +371,6 @@ ODD_TEXTS = [
     "数字１２３ 中文 日本語のテキスト 한국어",
     "١٢٣ ٤ Ⅻ ½ ²",
     "don't'S 'LL 're 'VE 'd 'm 'ſ",
-    "C1 \x85 \x91x\x92 \x80",
     "it's 3.14 and 1,000,000",
     "x" * 500,
     " ".join(["playing guitar"] * 60),
@@ -397,15 +396,183 @@ def test_tokenizer_matches_python_on_odd_texts() -> None:
 
 
 def test_tokenizer_cleaning_matches_python_on_every_code_point() -> None:
-    """Lower-casing, character classes, whitespace and ftfy's maps over all of Unicode (chunks keep lines short)."""
+    """Lower-casing, character classes, whitespace and ftfy's maps over all of Unicode (chunks keep lines short).
+
+    Without the C1 controls and with 'Œ'/'œ' followed by a letter: ftfy's mojibake detector flags those, so the
+    C++ tokenizer refuses them (test_tokenizer_refuses_exactly_what_ftfy_could_repair).
+    """
     tok = ClipTokenizer()
-    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF] + list(range(0xE0000, 0xE0080))
-    texts = ["".join(chr(c) + " " for c in cps[i : i + 256]) for i in range(0, len(cps), 256)]
+    cps = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF and not 0x80 <= c <= 0x9F]
+    cps += list(range(0xE0000, 0xE0080))
+    sep = {0x152: "x ", 0x153: "x "}
+    texts = ["".join(chr(c) + sep.get(c, " ") for c in cps[i : i + 256]) for i in range(0, len(cps), 256)]
     got = cpp_clean(texts)
     bad = [(i, t[:40]) for i, (t, g) in enumerate(zip(texts, got, strict=True)) if g != tok.clean(t)]
     assert not bad, f"{len(bad)} chunks differ, first: {bad[:3]}"
     ids_bad = [i for i, row in enumerate(cpp_tokenize(texts, 400)) if not np.array_equal(row, tok(texts[i], 400)[0])]
     assert not ids_bad, f"{len(ids_bad)} chunks tokenize differently"
+
+
+# ------------------------------------------------------------------------------------------------------ mojibake
+# The C++ tokenizer does not repair mojibake (ftfy's fix_encoding); it refuses exactly the texts where ftfy's
+# fix_encoding gets past its gate (ftfy.badness.is_bad of the text ftfy hands it), so it never gives other ids.
+
+REAL_WORDS = [
+    "café",
+    "naïve résumé",
+    "Ångström",
+    "São Paulo",
+    "Zürich straße",
+    "Łódź Kraków",
+    "crème brûlée à la carte",
+    "voilà le travail",
+    "Ελληνικά",
+    "Русский язык",
+    "Українська",
+    "Čeština ěščřžýáíé",
+    "Türkçe İstanbul ğüşöç",
+    "日本語のテキスト",
+    "中文",
+    "한국어",
+    "العربية",
+    "עברית",
+    "हिन्दी",
+    "ไทย",
+    "😀 👍🏽 👨‍👩‍👧 🇬🇧",
+    "“curly” ‘quotes’ it’s",
+    "em — dash – en … ellipsis",
+    "€5 £3 ¥7 ©2024 ™ ® ° ± ½ ² µ ×",
+    "¯\\_(ツ)_/¯",
+    "skiing (snow)",
+    "playing guitar",
+]
+
+# the charsets ftfy's fix_encoding tries (chardata.CHARMAP_ENCODINGS; the sloppy ones pass unassigned bytes through)
+# and their strict Python codecs (unassigned bytes become U+FFFD, the "lossy" mojibake)
+MOJIBAKE_CODECS = [
+    "latin-1",
+    "sloppy-windows-1252",
+    "sloppy-windows-1251",
+    "sloppy-windows-1250",
+    "sloppy-windows-1253",
+    "sloppy-windows-1254",
+    "sloppy-windows-1257",
+    "iso-8859-2",
+    "macroman",
+    "cp437",
+    "cp1252",
+    "cp1251",
+    "cp1250",
+    "cp1253",
+    "cp1254",
+    "cp1257",
+    "iso-8859-15",
+    "koi8-r",
+]
+
+
+def mojibake(text: str, codec: str) -> str:
+    import ftfy.bad_codecs  # noqa: F401  (registers the sloppy-* codecs)
+
+    return text.encode("utf-8").decode(codec, errors="replace")
+
+
+def mojibake_corpus() -> list[str]:
+    """Real non-ASCII words, the same mis-decoded in each codec (once, twice, inside a template, next to the correct
+    text), and edge cases of ftfy's detector (C1 controls, 'Œ', HTML references, markup, several lines)."""
+    words = REAL_WORDS + [n for n in label_names() if not n.isascii()]
+    texts = list(words)
+    for w in words:
+        for codec in MOJIBAKE_CODECS:
+            once = mojibake(w, codec)
+            texts += [once, mojibake(once, codec), mojibake(once, "latin-1"), f"a video of a person {once}."]
+            texts.append(f"{w} and {once}")  # correct and mis-decoded text in one string
+    texts += ["Ã", "Ã ", "Ã\xa0", "Â ", "x Ã ", "×²", "¬", "the Ã©lan", "voilÃ  le travail", "\x85", "€", "â€™"]
+    texts += ["C1 \x85 \x91x\x92 \x80", "&#x81;", "&#129;", "&amp;#x81;", "<b>&#x81;</b>", "Œ", "œ.", "Œuvre"]
+    texts += [chr(c) for c in range(0x80, 0xA0)] + [f"a{chr(c)}b" for c in range(0x80, 0xA0)]
+    texts += ["CafÃ©\nCafé", "Café\n&Atilde;&copy;", "&Atilde;&copy;", "<b>Ã©</b>", "ﬁÃ©", "Ｃａｆé Ã©"]
+    return texts
+
+
+def random_texts() -> list[str]:
+    import random
+
+    texts: list[str] = []
+    rng = random.Random(1234)
+    # characters of ftfy's mojibake categories and their neighbours, and others: dense random checks of the gate
+    from ftfy.badness import MOJIBAKE_CATEGORIES
+
+    pool = "".join(sorted(set("".join(MOJIBAKE_CATEGORIES.values()))))
+    pool += "ÂÃÎÐØÙàœŒ°×²³√±∂†≠®™´≤≥¥µø≈¢‚Ä€ВГРСвЂЎβΒΓΞΟā.,?! \t\nazAZ09é日😀&;#"
+    for _ in range(20000):
+        texts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 8))))
+    for _ in range(3000):  # random code points from the planes in use
+        texts.append("".join(chr(rng.choice([rng.randint(0x20, 0x2FF), rng.randint(0x300, 0x33FF)])) for _ in range(6)))
+    return texts
+
+
+def cpp_tokenize_each(texts: list[str], context_length: int = 77) -> list[np.ndarray | str]:
+    stdin = "".join(t.encode("utf-8").hex() + "\n" for t in texts).encode()
+    lines = run_tool("tokenize-each", context_length, stdin=stdin).stdout.decode().splitlines()
+    assert len(lines) == len(texts)  # one line each: messages escape control characters and line separators
+    return [line[6:] if line.startswith("error ") else np.array(line.split(), dtype=np.int64) for line in lines]
+
+
+def ftfy_fix_encoding_acts(text: str, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether ftfy.fix_text calls fix_encoding on a text that gets past fix_encoding's gate (is_bad)."""
+    import ftfy
+    from ftfy.badness import is_bad
+
+    seen: list[bool] = []
+    real = ftfy.fix_encoding
+
+    def recording(text: str, *args: object, **kwargs: object) -> str:
+        seen.append(not text.isascii() and is_bad(text))
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(ftfy, "fix_encoding", recording)
+        ftfy.fix_text(text)
+    assert seen or not text, "ftfy.fix_text no longer calls ftfy.fix_encoding: update this test"
+    return any(seen)
+
+
+def test_tokenizer_refuses_exactly_what_ftfy_could_repair(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ftfy
+
+    tok = ClipTokenizer()
+    report = []
+    for part, texts in [("mojibake corpus", mojibake_corpus()), ("random texts", random_texts())]:
+        got = cpp_tokenize_each(texts)
+        refused = false_positive = 0
+        wrong: list[str] = []
+        for text, ours in zip(texts, got, strict=True):
+            acts = ftfy_fix_encoding_acts(text, monkeypatch)
+            if isinstance(ours, str):
+                refused += 1
+                assert "looks like mis-decoded UTF-8 (mojibake)" in ours and "vtc-deploy rebake" in ours, ours
+                assert acts, f"refused {text!r}, which ftfy's fix_encoding would not look at"
+                false_positive += ftfy.fix_text(text) == ftfy.fix_text(text, fix_encoding=False)
+            else:
+                assert not acts, f"{text!r}: ftfy's fix_encoding would look at it, the C++ tokenizer did not refuse it"
+                if not np.array_equal(ours, tok(text)[0]):
+                    wrong.append(text)
+        assert not wrong, f"{part}: {len(wrong)} texts tokenized differently, first: {wrong[:5]}"
+        assert refused > len(texts) // 4, f"{part}: {refused} of {len(texts)} refused: the corpus lost its mojibake"
+        # false positives: refused where ftfy's fix_encoding leaves the text as it is (mojibake it cannot decode)
+        report.append(f"{part}: {len(texts)} texts, {refused} refused, {false_positive} of them left as is by ftfy")
+    print("\n" + "\n".join(report))
+
+
+def test_tokenizer_refusal_is_one_line_naming_the_text() -> None:
+    for text in ["CafÃ©", "a video of a person CafÃ©.\nsecond line", "x" * 200 + " CafÃ©"]:
+        proc = run_tool("tokenize", stdin=(text.encode().hex() + "\n").encode(), check=False)
+        assert proc.returncode == 2
+        err = proc.stderr.decode().strip()
+        assert len(err.splitlines()) == 1 and "looks like mis-decoded UTF-8 (mojibake)" in err, err
+        assert text.split("\n")[0][:80] in err, err
+    proc = run_tool("tokenize", stdin=("â\x80\x99 x\u2028".encode().hex() + "\n").encode(), check=False)
+    assert proc.stderr.decode().strip().startswith("'â\\x80\\x99 x\\u2028' looks like mis-decoded UTF-8")
 
 
 def test_tokenizer_rejects_invalid_utf8() -> None:

@@ -187,6 +187,11 @@ def test_usage_and_artifact_errors_are_one_line(cpp_artifact: Path, real_videos:
     assert proc.stderr.strip() == f"vtc-run: error: {tmp_path / 'nope'}: no such artifact directory"
     proc = vtc_run("--model", str(cpp_artifact), "--classes", str(tmp_path / "none.csv"), str(real_videos[0]))
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and "class list not found" in proc.stderr
+    mojibake = tmp_path / "mojibake.csv"  # "café" saved as UTF-8, read as Latin-1, saved again: ftfy would repair it
+    mojibake.write_text("id,name\n0,riding a bike\n1,cafÃ©\n", encoding="utf-8")
+    proc = vtc_run("--model", str(cpp_artifact), "--classes", str(mojibake), str(real_videos[0]))
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "class 1 (template " in proc.stderr and "looks like mis-decoded UTF-8 (mojibake)" in proc.stderr
 
 
 def test_asan_ubsan_build_is_clean_on_bad_input(

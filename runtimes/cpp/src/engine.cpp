@@ -614,7 +614,15 @@ void Engine::set_classes(const std::vector<std::string>& names, const std::vecto
       std::vector<int64_t> tokens;
       tokens.reserve(b * static_cast<size_t>(length));
       for (size_t i = 0; i < b; ++i) {
-        std::vector<int64_t> ids = tokenizer->tokenize(fill_template(t, names[start + i]), static_cast<int>(length));
+        std::vector<int64_t> ids;
+        try {
+          ids = tokenizer->tokenize(fill_template(t, names[start + i]), static_cast<int>(length));
+        } catch (const rules::Error& e) {
+          // invalid UTF-8, or text the tokenizer refuses (mojibake that Python's ftfy would repair)
+          if (e.kind() != rules::Error::Kind::input) throw;
+          throw Error(VTC_ERR_LABELS, "class " + std::to_string(start + i) + " (template '" + t.substr(0, 100) +
+                                          "'): " + e.what());
+        }
         tokens.insert(tokens.end(), ids.begin(), ids.end());
       }
       auto out = text->run("tokens", DType::int64, tokens.data(), {static_cast<int64_t>(b), length},

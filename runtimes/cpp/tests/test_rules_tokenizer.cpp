@@ -57,6 +57,34 @@ TEST(Tokenizer, SpecialTokensInTextAreSpecial) {
   EXPECT_EQ(ids[2], 49407);
 }
 
+bool refused(const std::string& text) {
+  try {
+    (void)tok().encode(text);
+    return false;
+  } catch (const vtc::rules::Error& e) {
+    EXPECT_EQ(e.kind(), vtc::rules::Error::Kind::input);
+    EXPECT_NE(std::string(e.what()).find("looks like mis-decoded UTF-8 (mojibake)"), std::string::npos) << e.what();
+    return true;
+  }
+}
+
+// Text that ftfy's mojibake detector (ftfy.badness.is_bad) flags is refused; Python's ftfy would repair or change it.
+// The exhaustive comparison with ftfy runs from pytest (test_tokenizer_refuses_exactly_what_ftfy_could_repair).
+TEST(Tokenizer, MojibakeIsRefusedNotTokenizedDifferently) {
+  EXPECT_TRUE(refused("caf\xc3\x83\xc2\xa9"));                     // "cafÃ©": café as UTF-8 read as Latin-1
+  EXPECT_TRUE(refused("it\xc3\xa2\xe2\x82\xac\xe2\x84\xa2s"));     // "itâ€™s": Windows-1252
+  EXPECT_TRUE(refused("&Atilde;&copy;"));                           // "Ã©" once ftfy has unescaped it
+  EXPECT_TRUE(refused("ok\n\xc3\x83 ok"));                          // "^[ÃÂ] " at the start of the second line
+  EXPECT_TRUE(refused("x \xc3\x83 ok"));                            // "[a-z]\s?[ÃÂ] "
+  EXPECT_TRUE(refused("\xc2\x85"));                                 // a C1 control
+  EXPECT_TRUE(refused("\xc5\x92."));                                // "Œ." ('Œ' not before a Latin letter)
+  EXPECT_FALSE(refused("caf\xc3\xa9 cr\xc3\xa8me"));               // "café crème"
+  EXPECT_FALSE(refused("1\xc3\x83 ok"));                            // "1Ã ok"
+  EXPECT_FALSE(refused("\xc5\x92uvre"));                            // "Œuvre"
+  EXPECT_FALSE(refused("<b>&Atilde;&copy;</b>"));                   // markup: ftfy leaves entities alone
+  EXPECT_EQ(tok().clean("<b>&Atilde;&copy;</b>"), "<b>\xc3\xa3\xc2\xa9</b>");  // then html.unescape: "ã©"
+}
+
 TEST(Tokenizer, InvalidUtf8IsAnInputError) {
   try {
     (void)tok().encode("ok \xff bad");

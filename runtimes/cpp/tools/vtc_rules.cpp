@@ -15,6 +15,8 @@
 //   vtc-rules preprocess <in.raw> <n> <h> <w> <resize> <size> <crops> <out.raw>   [crops, n, size, size, 3]
 //   vtc-rules tokenize [<context_length>]   stdin: one text per line as hex of its UTF-8; stdout: a line of ids each
 //   vtc-rules clean                         stdin as tokenize; stdout: the cleaned texts, hex of UTF-8, one a line
+//   vtc-rules tokenize-each [<context_length>]   as tokenize, but a text the tokenizer refuses gives the line
+//                                           "error <message>" instead of ending the run
 // Errors: one line on stderr (the library's message, naming the file), exit status 2.
 #include <cstdio>
 #include <cstdlib>
@@ -34,7 +36,8 @@ namespace {
 using vtc::rules::Error;
 
 [[noreturn]] void usage() {
-  std::cerr << "usage: vtc-rules info|decode|stream|resize|preprocess|tokenize|clean ... (see tools/vtc_rules.cpp)\n";
+  std::cerr << "usage: vtc-rules info|decode|stream|resize|preprocess|tokenize|tokenize-each|clean ... "
+               "(see tools/vtc_rules.cpp)\n";
   std::exit(64);
 }
 
@@ -182,6 +185,21 @@ int run(std::vector<std::string> args) {
     const vtc::rules::Tokenizer tokenizer;
     for (const auto& text : read_texts()) {
       const auto ids = tokenizer.tokenize(text, length);
+      for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+      std::cout << "\n";
+    }
+  } else if (cmd == "tokenize-each" && args.size() <= 2) {
+    const int length = args.size() == 2 ? to_int(args[1]) : 77;
+    const vtc::rules::Tokenizer tokenizer;
+    for (const auto& text : read_texts()) {
+      std::vector<int64_t> ids;
+      try {
+        ids = tokenizer.tokenize(text, length);
+      } catch (const Error& e) {
+        if (e.kind() != Error::Kind::input) throw;
+        std::cout << "error " << e.what() << "\n";
+        continue;
+      }
       for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
       std::cout << "\n";
     }

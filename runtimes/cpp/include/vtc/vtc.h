@@ -189,7 +189,9 @@ VTC_API void vtc_results_free(vtc_result* results, size_t n);
 
 /* Classify against other classes from now on, without re-exporting: `names[num_names]` (UTF-8) with `templates`
  * (each with exactly one "{}"; NULL/0: the artifact's templates) through text.onnx and the CLIP tokenizer. The
- * result equals `vtc-deploy rebake`. Needs text.onnx (VTC_ERR_UNSUPPORTED otherwise). */
+ * result equals `vtc-deploy rebake`. Needs text.onnx (VTC_ERR_UNSUPPORTED otherwise). Text that looks like
+ * mojibake (UTF-8 mis-decoded as Latin-1, Windows-1252, ...: Python's ftfy would repair it, this tokenizer does not)
+ * or is not valid UTF-8 is refused with VTC_ERR_LABELS, never tokenized differently. */
 VTC_API int vtc_set_classes(vtc_classifier* clf, const char* const* names, size_t num_names,
                             const char* const* templates, size_t num_templates);
 

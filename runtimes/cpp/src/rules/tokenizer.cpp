@@ -1,12 +1,15 @@
 // CLIP BPE tokenizer, same ids as vtc_deploy.tokenizer (open_clip's default "lower" cleaning):
-//   ftfy.fix_text (per line; the fixes that apply to text that is not mojibake) -> html.unescape twice ->
-//   strip + whitespace collapsed (Python str.split) -> str.lower -> the CLIP pre-tokenizer regex -> bytes mapped to
-//   printable symbols -> BPE merges by rank -> ids.
+//   ftfy.fix_text (per line) -> html.unescape twice -> strip + whitespace collapsed (Python str.split) ->
+//   str.lower -> the CLIP pre-tokenizer regex -> bytes mapped to printable symbols -> BPE merges by rank -> ids.
 // The character tables (Unicode categories as the `regex` module sees them, Python's lower-case mapping and
-// whitespace, HTML5 entities, ftfy's maps) are generated from Python by tools/gen_text_tables.py. ICU gives NFC and
-// the Cased/Case_Ignorable properties for the final-sigma rule.
-// Not reproduced: ftfy's mojibake repair (fix_encoding: text that was UTF-8 decoded as Latin-1/Windows-1252, which
-// ftfy detects with a heuristic); such text is tokenized as given.
+// whitespace, HTML5 entities, ftfy's maps and its mojibake detector) are generated from Python by
+// tools/gen_text_tables.py. ICU gives NFC and the Cased/Case_Ignorable properties for the final-sigma rule.
+// ftfy's mojibake repair (fix_encoding: UTF-8 that was decoded as Latin-1, Windows-125x, MacRoman, ...) is not
+// reproduced; text it could change is refused instead (Error::Kind::input, "looks like mis-decoded UTF-8"), never
+// tokenized differently. fix_encoding leaves a text unchanged unless ftfy.badness.is_bad(text) (BADNESS_RE) finds
+// a match, so the tokenizer refuses exactly the texts where is_bad is true at the point ftfy calls fix_encoding (after
+// unescape_html, in each pass of fix_and_explain's loop). That is a superset: ftfy leaves some of those unchanged
+// (e.g. text with C1 controls that it maps as Windows-1252, or is_bad matches it cannot decode); they are refused too.
 #include "tokenizer.h"
 
 #include <unicode/normalizer2.h>
@@ -37,6 +40,14 @@ struct EntityEntry {
   const char* name;
   const char* utf8;
 };
+struct BadnessClass {  // kBadnessRanges[offset, offset + count), sorted
+  uint32_t offset, count;
+};
+struct BadnessAlt {  // one fixed-length alternative of ftfy's BADNESS_RE: a code point of each class in turn
+  bool at_start;     // '^': only at the start of the text
+  uint8_t len;
+  uint16_t cls[8];
+};
 
 #include "text_tables.inc"
 
@@ -56,6 +67,28 @@ bool is_number(uint32_t c) { return in_ranges(kNumber, c); }
 bool is_py_space(uint32_t c) { return in_ranges(kPySpace, c); }
 bool is_decimal(uint32_t c) { return in_ranges(kDecimal, c); }
 bool is_other(uint32_t c) { return in_ranges(kOther, c); }  // [^\s\p{L}\p{N}]
+
+bool in_badness_class(uint16_t k, uint32_t cp) {
+  const CodeRange* begin = kBadnessRanges + kBadnessClasses[k].offset;
+  const CodeRange* end = begin + kBadnessClasses[k].count;
+  const CodeRange* it = std::upper_bound(begin, end, cp, [](uint32_t v, const CodeRange& r) { return v < r.lo; });
+  return it != begin && cp <= (it - 1)->hi;
+}
+
+// ftfy.badness.is_bad: BADNESS_RE.search(text) is not None.
+bool looks_like_mojibake(const std::u32string& s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    for (const BadnessAlt& alt : kBadnessAlts) {
+      if ((alt.at_start && i != 0) || s.size() - i < alt.len) continue;
+      size_t k = 0;
+      while (k < alt.len && in_badness_class(alt.cls[k], s[i + k])) ++k;
+      if (k == alt.len) return true;
+    }
+  }
+  return false;
+}
+
+[[noreturn]] void refuse_mojibake(const std::u32string& segment);
 
 std::u32string decode_utf8(const std::string& s) {
   std::u32string out;
@@ -300,14 +333,16 @@ std::u32string nfc(const std::u32string& s) {
   return out;
 }
 
-// One ftfy.fix_and_explain run (unescape_html, [fix_encoding not reproduced], fix_c1_controls,
-// fix_latin_ligatures, fix_character_width, uncurl_quotes, fix_line_breaks, remove_terminal_escapes,
-// remove_control_chars, NFC) repeated until the text no longer changes.
+// One ftfy.fix_and_explain run (unescape_html, fix_encoding [only where it is the identity: refused where
+// ftfy.badness.is_bad lets it act], fix_c1_controls, fix_latin_ligatures, fix_character_width, uncurl_quotes,
+// fix_line_breaks, remove_terminal_escapes, remove_control_chars, NFC) repeated until the text no longer changes.
 std::u32string ftfy_segment(std::u32string text, bool unescape) {
   const Tables& t = tables();
   while (true) {
     const std::u32string orig = text;
     if (unescape) text = ftfy_unescape_html(text);
+    // fix_encoding returns its input when it is ASCII or not is_bad (ftfy's _fix_encoding_one_step_and_explain)
+    if (looks_like_mojibake(text)) refuse_mojibake(text);
     text = translate(text, t.c1);
     text = translate(text, t.ligatures);
     text = translate(text, t.width);
@@ -363,6 +398,25 @@ std::u32string ftfy_fix_text(const std::u32string& text) {
     pos = brk;
   }
   return out;
+}
+
+void refuse_mojibake(const std::u32string& segment) {
+  // the text (its first 80 code points), control characters and line separators escaped: one line
+  std::string shown;
+  for (size_t i = 0; i < segment.size() && i < 80; ++i) {
+    const char32_t c = segment[i];
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029) {
+      static const char* const kHex = "0123456789abcdef";
+      shown += c < 0x100 ? std::string{'\\', 'x', kHex[c >> 4], kHex[c & 15]}
+                         : std::string{'\\', 'u', '2', '0', '2', kHex[c & 15]};
+    } else {
+      append_utf8(&shown, c);
+    }
+  }
+  throw Error(Error::Kind::input, "'" + shown + (segment.size() > 80 ? "...'" : "'") +
+                                      " looks like mis-decoded UTF-8 (mojibake), which the C++ tokenizer does not "
+                                      "repair (Python's ftfy may change it): fix the text, or rebake with "
+                                      "`vtc-deploy rebake`");
 }
 
 bool cased(char32_t c) { return u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_CASED) != 0; }
