@@ -15,6 +15,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -379,6 +380,15 @@ ODD_TEXTS = [
     "a\U0001d400b mathematical bold",
     "&#65;&#x42;&#X43 &#9999999999999; &#x110000;",
 ]
+
+
+@pytest.mark.slow
+def test_tokenizer_tables_are_current_for_this_python_ftfy_and_regex() -> None:
+    """The C++ tables (Unicode classes, ftfy's maps and mojibake detector) are generated from this environment's
+    Python, ftfy and regex: an upgrade of any of them that changes a table fails here, not silently in C++."""
+    tool = ROOT / "runtimes" / "cpp" / "tools" / "gen_text_tables.py"
+    proc = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr or proc.stdout
 
 
 def test_tokenizer_matches_python_on_class_names_and_templates() -> None:

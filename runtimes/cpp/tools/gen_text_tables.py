@@ -3,6 +3,7 @@ as vtc_deploy.tokenizer does in Python (ftfy 6 + html.unescape + str.lower + the
 ftfy's mojibake detector (ftfy.badness.BADNESS_RE, the gate of ftfy's fix_encoding) as tables of code-point classes.
 
 Run with the project's venv when Python, ftfy or regex change:  .venv/bin/python runtimes/cpp/tools/gen_text_tables.py
+(``--check``: write nothing, exit 1 when the committed file differs from what this environment generates).
 The tables are data (Unicode properties, HTML5 entity names, ftfy's character maps), not code.
 """
 
@@ -182,7 +183,12 @@ def main() -> None:
         "const uint32_t kControlChars[] = {" + ",".join(f"0x{c:X}" for c in control) + "};\n",
         badness_tables(),
     ]
-    OUT.write_text("".join(text))
+    generated = "".join(text)
+    if "--check" in sys.argv[1:]:  # tests/test_cpp_rules.py: the committed tables are what this Python would write
+        if OUT.read_text() != generated:
+            raise SystemExit(f"{OUT} is stale for this Python/ftfy/regex: rerun {Path(__file__).name}")
+        return
+    OUT.write_text(generated)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
 
