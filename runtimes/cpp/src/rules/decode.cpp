@@ -6,8 +6,11 @@
 //   the packet with the k-th smallest pts; reading decodes from the keyframe before each wanted frame, skips
 //   non-reference pictures that are not wanted (skip_frame per packet), stops after the last wanted one, and checks
 //   every decoded range; a failed check switches the file to the sequential path;
-// - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame). RGB: swscale with SWS_BILINEAR, the frame's colour matrix (colorspace) and range, as PyAV's
-// frame.to_ndarray(format="rgb24") converts. Rotation: the stream's display matrix, applied to the RGB frames.
+// - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame).
+// RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives (FFmpeg 8's swscale: SWS_BILINEAR, the frame's colour
+// matrix, range and chroma position, interlaced frames field by field; see RgbConverter for how Debian's FFmpeg 5.1 is
+// made to match and which 4:2:0 sizes are refused instead). Rotation: the stream's display matrix, applied to the RGB
+// frames.
 #include "decode.h"
 
 #include <sys/stat.h>
@@ -167,11 +170,12 @@ void chroma_position(AVChromaLocation loc, int sub_x, int sub_y, int field, int*
 // - everything else (other formats, odd sizes, more than 8 bits): swscale's general scaler, which filters the chroma
 //   to the luma grid with the chroma position. With vertically subsampled chroma (4:2:0) FFmpeg 8 blends the two
 //   nearest chroma rows with the filter's exact weights, where 5.1 takes the nearer row or the plain mean. Here:
-XX
-//   weights), then that to RGB (no vertical filter left): the same bytes as FFmpeg 8 when every weight is a multiple
-//   of 1/8, i.e. even width and (field) height. Other 4:2:0 sizes (odd width or height; interlaced, a height that
-//   is not a multiple of 4) and other vertical subsampling (4:4:0, 4:1:0) are refused with a decode error, never
-//   converted differently.
+//   first to yuv422p16 (5.1's general scaler: the chroma filters at 19-bit precision, which rounds nothing for these
+//   weights), then that to RGB (no chroma filter left): the same bytes as FFmpeg 8 when every vertical weight is a
+//   multiple of 1/8 and the width is even (at an odd width swscale interpolates chroma to every pixel, rounding
+//   differently), i.e. at even width and (field) height. Other 4:2:0 sizes (odd width or height; interlaced, a
+//   height that is not a multiple of 4) and other vertical subsampling (4:4:0, 4:1:0) are refused with a decode
+//   error, never converted differently.
 class RgbConverter {
  public:
   static constexpr int kPad = 16;
