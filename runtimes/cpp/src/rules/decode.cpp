@@ -163,7 +163,7 @@ void chroma_position(AVChromaLocation loc, int sub_x, int sub_y, int field, int*
 // - an interlaced frame is converted field by field: rows 0, 2, 4... of every plane as one image (ceil(h/2) rows),
 //   rows 1, 3, 5... as another, with the chroma position moved to where a field's chroma rows sit; the RGB rows are
 //   interleaved again. Here: each field is its own sws_scale (plane pointers one row on, strides doubled).
-// - 8-bit yuv420p/yuv422p (and the yuvj forms) of even (field) height: swscale's special yuv->rgb converter, which
+// - 8-bit yuv420p/yuva420p/yuv422p (and the yuvj forms) of even (field) height: swscale's special yuv->rgb converter, which
 //   ignores the chroma position. Debian's x86 version of it converts whole groups of 8 pixels and leaves a narrower
 //   tail of each row unwritten; FFmpeg 8's converts it. So it runs on a width padded to kPad pixels, reading the
 //   decoder's row padding (or a padded copy of the frame), and the extra columns are dropped.
@@ -284,7 +284,8 @@ class RgbConverter {
     if (yuv) chroma_position(frame->chroma_location, sub_x, sub_y, img.field, &h_pos, &v_pos);
     const int w = img.w, h = img.h;
     const bool special = (img.fmt == AV_PIX_FMT_YUV420P || img.fmt == AV_PIX_FMT_YUVJ420P ||
-                          img.fmt == AV_PIX_FMT_YUV422P || img.fmt == AV_PIX_FMT_YUVJ422P) &&
+                          img.fmt == AV_PIX_FMT_YUVA420P || img.fmt == AV_PIX_FMT_YUV422P ||
+                          img.fmt == AV_PIX_FMT_YUVJ422P) &&
                          h % 2 == 0;
     const bool two_step = yuv && sub_y > 0 && !special;
     if (yuv && sub_y > 0) {
