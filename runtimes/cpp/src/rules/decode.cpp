@@ -186,7 +186,7 @@ class RgbConverter {
     const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(fmt);
     if (desc == nullptr) fail(path, "decoded frames have an unknown pixel format");
     const bool palette = (desc->flags & AV_PIX_FMT_FLAG_PAL) != 0;
-    const int fields = frame->interlaced_frame && !palette && h >= 2 ? 2 : 1;
+    const int fields = frame->interlaced_frame && !palette && h >= 2 ? 2 : 1;  // (a palette has no rows)
     rgb->resize(static_cast<size_t>(w) * h * 3);
     for (int field = 0; field < fields; ++field) {
       Image img;
@@ -196,8 +196,7 @@ class RgbConverter {
       img.h = fields == 2 ? (h + (field == 0 ? 1 : 0)) / 2 : h;
       img.field = fields == 2 ? field : -1;
       for (int p = 0; p < 4; ++p) {
-        img.data[p] = frame->data[p] != nullptr && (p == 0 || !palette) ? frame->data[p] + field * frame->linesize[p]
-                                                                       : frame->data[p];
+        img.data[p] = frame->data[p] != nullptr ? frame->data[p] + field * frame->linesize[p] : nullptr;
         img.linesize[p] = frame->linesize[p] * fields;
         img.row_bytes[p] = frame->linesize[p];
       }
@@ -227,7 +226,8 @@ class RgbConverter {
     fail(path, std::string(img.desc->name) + " video " + what +
                    ": this libvtc build (Debian's FFmpeg 5.1) cannot convert it to RGB exactly as the Python runtime "
                    "(PyAV's FFmpeg 8) does, so it refuses it rather than return different pixels; decode it with "
-                   "the Python runtime, or convert it first (e.g. ffmpeg -i IN -pix_fmt yuv420p OUT)");
+                   "the Python runtime, or re-encode it (e.g. yuv420p at an even width and a height that is a multiple "
+                   "of 4)");
   }
 
   // A cached context for src -> dst at w x h (same size), SWS_BILINEAR, the given range, matrix and chroma position.
