@@ -246,6 +246,10 @@ def write_edit_list_mp4(src: Path, dst: Path, shift: int = 5) -> Path:
     return dst
 
 
+INTERLACED = {"x264-params": "interlaced=1:tff=1", "bf": "3", "g": "12"}  # MBAFF
+MPEG2_FIELDS = {"flags": "+ilme+ildct", "top": "1", "bf": "2", "g": "12"}
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("corpus")
@@ -260,6 +264,35 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "mjpeg.mkv": write_video(d / "mjpeg.mkv", "mjpeg", pix_fmt="yuvj422p", frames=20),
         "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
         "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
+        # converted to RGB field by field (FFmpeg 8's sws_scale_frame on an interlaced frame)
+        "h264_mbaff.mp4": write_video(d / "h264_mbaff.mp4", "libx264", frames=24, options=INTERLACED),
+        "mpeg2_interlaced.mpg": write_video(d / "mpeg2_interlaced.mpg", "mpeg2video", frames=24, options=MPEG2_FIELDS),
+        "mpeg2_422_interlaced.mpg": write_video(
+            d / "mpeg2_422_interlaced.mpg",
+            "mpeg2video",
+            frames=12,
+            size=(98, 70),
+            pix_fmt="yuv422p",
+            options=MPEG2_FIELDS,
+        ),
+        # more than 8 bits (iPhones record 10-bit HEVC), P010 as hardware decoders give it, odd sizes
+        "hevc_10bit.mp4": write_video(
+            d / "hevc_10bit.mp4", "libx265", frames=24, pix_fmt="yuv420p10le", options={"x265-params": "log-level=none"}
+        ),
+        "h264_10bit_odd_size.mp4": write_video(
+            d / "h264_10bit_odd_size.mp4", "libx264", frames=12, size=(98, 70), pix_fmt="yuv420p10le"
+        ),
+        "h264_10bit_interlaced.mp4": write_video(
+            d / "h264_10bit_interlaced.mp4", "libx264", frames=24, pix_fmt="yuv420p10le", options=INTERLACED
+        ),
+        "h264_422_10bit_interlaced.mp4": write_video(
+            d / "h264_422_10bit_interlaced.mp4", "libx264", frames=12, pix_fmt="yuv422p10le", options=INTERLACED
+        ),
+        "h264_444_10bit.mp4": write_video(d / "h264_444_10bit.mp4", "libx264", frames=12, pix_fmt="yuv444p10le"),
+        "p010.nut": write_video(d / "p010.nut", "rawvideo", frames=6, pix_fmt="p010le"),
+        "ffv1_422_odd_size.mkv": write_video(
+            d / "ffv1_422_odd_size.mkv", "ffv1", frames=6, size=(97, 71), pix_fmt="yuv422p"
+        ),
     }
     files["h264_edit_list.mp4"] = write_edit_list_mp4(files["h264_bframes.mp4"], d / "h264_edit_list.mp4")
     for deg in (90, 270, 180):
@@ -610,6 +643,26 @@ def test_decode_matches_python_runtime(corpus: dict[str, Path], tmp_path: Path) 
         assert np.array_equal(got, want), f"{name}: max |diff| {np.abs(got.astype(np.int16) - want).max()}"
 
 
+def test_decode_refuses_what_it_cannot_convert_like_pyav(tmp_path: Path) -> None:
+    """4:2:0 at an odd width or (field) height and 4:1:0 chroma: Debian's FFmpeg 5.1 cannot give the bytes PyAV's
+    FFmpeg 8 gives, so decoding fails with a message naming the file and the reason, instead of other pixels."""
+    cases = {
+        "odd_width_10bit.mkv": ("ffv1", (97, 70), "yuv420p10le", None, "yuv420p10le video of size 97x70"),
+        "odd_height.mkv": ("ffv1", (98, 71), "yuv420p", None, "yuv420p video of size 98x71"),
+        "interlaced_54.mpg": ("mpeg2video", (66, 54), "yuv420p", MPEG2_FIELDS, "yuv420p video of field size 66x27"),
+        "yuv410p.mkv": ("ffv1", (64, 48), "yuv410p", None, "yuv410p video (chroma subsampled vertically but not"),
+    }
+    for name, (codec, size, pix_fmt, options, reason) in cases.items():
+        path = write_video(tmp_path / name, codec, frames=4, size=size, pix_fmt=pix_fmt, options=options)
+        assert len(pyav_frames(path)) == 4, name
+        proc = run_tool("decode", path, tmp_path / "out.raw", "0", check=False)
+        message = proc.stderr.decode()
+        assert proc.returncode == 2, (name, message)
+        assert f"{path}: {reason}" in message and "refuses it rather than return different pixels" in message, message
+        proc = run_tool("stream", path, tmp_path / "s.raw", check=False)
+        assert proc.returncode != 0 and f"{path}: {reason}" in proc.stderr.decode(), (name, proc.stderr.decode())
+
+
 def test_decode_indexed_path_is_used_and_counts_without_decoding(corpus: dict[str, Path]) -> None:
     """The real videos and the H.264/HEVC/VP9 MP4/MKV/WebM files are read through the packet index; AVI and
     MPEG-4 Part 2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the shown frames."""
@@ -752,7 +805,7 @@ def test_frame_index_out_of_range_is_an_error(corpus: dict[str, Path], tmp_path:
 
 
 def test_stream_file_and_pipe_match_plain_decode(corpus: dict[str, Path], tmp_path: Path) -> None:
-    for name in ("h264.mkv", "rotated90.mp4", "vp9.webm"):
+    for name in ("h264.mkv", "rotated90.mp4", "vp9.webm", "h264_10bit_interlaced.mp4"):
         path = corpus[name]
         ref = pyav_frames(path)
         proc = run_tool("stream", path, tmp_path / "s.raw")

@@ -6,8 +6,11 @@
 //   the packet with the k-th smallest pts; reading decodes from the keyframe before each wanted frame, skips
 //   non-reference pictures that are not wanted (skip_frame per packet), stops after the last wanted one, and checks
 //   every decoded range; a failed check switches the file to the sequential path;
-// - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame). RGB: swscale with SWS_BILINEAR, the frame's colour matrix (colorspace) and range, as PyAV's
-// frame.to_ndarray(format="rgb24") converts. Rotation: the stream's display matrix, applied to the RGB frames.
+// - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame).
+// RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives (FFmpeg 8's swscale: SWS_BILINEAR, the frame's colour
+// matrix, range and chroma position, interlaced frames field by field; see RgbConverter for how Debian's FFmpeg 5.1 is
+// made to match and which 4:2:0 sizes are refused instead). Rotation: the stream's display matrix, applied to the RGB
+// frames.
 #include "decode.h"
 
 #include <sys/stat.h>
@@ -17,8 +20,10 @@
 #include <cstddef>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -27,6 +32,7 @@ extern "C" {
 #include <libavutil/error.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/log.h>
+#include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 }
@@ -128,80 +134,215 @@ int sws_colorspace(AVColorSpace cs) {
   }
 }
 
-// Frame -> packed RGB24 with the settings PyAV uses.
+// Chroma sample position of one image (a frame, or one field of an interlaced frame) in swscale's units (1/256 of a
+// luma pixel; -513 where the plane is not subsampled that way), as FFmpeg 8's sws_scale_frame derives it from the
+// frame's chroma_location (unspecified = centre). field: -1 for a progressive frame, 0 top, 1 bottom.
+void chroma_position(AVChromaLocation loc, int sub_x, int sub_y, int field, int* h_pos, int* v_pos) {
+  int x = 128, y = 128;  // centre
+  switch (loc) {
+    case AVCHROMA_LOC_LEFT: x = 0, y = 128; break;
+    case AVCHROMA_LOC_TOPLEFT: x = 0, y = 0; break;
+    case AVCHROMA_LOC_TOP: x = 128, y = 0; break;
+    case AVCHROMA_LOC_BOTTOMLEFT: x = 0, y = 256; break;
+    case AVCHROMA_LOC_BOTTOM: x = 128, y = 256; break;
+    default: break;
+  }
+  x *= (1 << sub_x) - 1;  // the positions above are for 2x subsampling
+  y *= (1 << sub_y) - 1;
+  if (sub_y > 0 && field >= 0) {  // a field's chroma rows sit next to every other luma row of the frame
+    if (field == 1) y += (256 << sub_y) - 256;
+    y >>= 1;
+  }
+  *h_pos = sub_x > 0 ? x : -513;
+  *v_pos = sub_y > 0 ? y : -513;
+}
+
+// Frame -> packed RGB24, as PyAV 18's frame.to_ndarray(format="rgb24") converts: FFmpeg 8's sws_scale_frame with a
+// fresh context, SWS_BILINEAR, the frame's colour matrix, range and chroma position. What FFmpeg 8 does, and how
+// Debian's FFmpeg 5.1 is made to give the same bytes:
+// - an interlaced frame is converted field by field: rows 0, 2, 4... of every plane as one image (ceil(h/2) rows),
+//   rows 1, 3, 5... as another, with the chroma position moved to where a field's chroma rows sit; the RGB rows are
+//   interleaved again. Here: each field is its own sws_scale (plane pointers one row on, strides doubled).
+// - 8-bit yuv420p/yuva420p/yuv422p (and the yuvj forms) of even (field) height: swscale's special yuv->rgb converter, which
+//   ignores the chroma position. Debian's x86 version of it converts whole groups of 8 pixels and leaves a narrower
+//   tail of each row unwritten; FFmpeg 8's converts it. So it runs on a width padded to kPad pixels, reading the
+//   decoder's row padding (or a padded copy of the frame), and the extra columns are dropped.
+// - everything else (other formats, odd sizes, more than 8 bits): swscale's general scaler, which filters the chroma
+//   to the luma grid with the chroma position. With vertically subsampled chroma (4:2:0) FFmpeg 8 blends the two
+//   nearest chroma rows with the filter's exact weights, where 5.1 takes the nearer row or the plain mean. Here:
+//   first to yuv422p16 (5.1's general scaler: the chroma filters at 19-bit precision, which rounds nothing for these
+//   weights), then that to RGB (no chroma filter left): the same bytes as FFmpeg 8 when every vertical weight is a
+//   multiple of 1/8 and the width is even (at an odd width swscale interpolates chroma to every pixel, rounding
+//   differently), i.e. at even width and (field) height. Other 4:2:0 sizes (odd width or height; interlaced, a
+//   height that is not a multiple of 4) and other vertical subsampling (4:4:0, 4:1:0) are refused with a decode
+//   error, never converted differently.
 class RgbConverter {
  public:
-  // Debian's FFmpeg 5.1 x86 yuv2rgb converts whole groups of 8 pixels and leaves a narrower tail of each row
-  // unwritten; FFmpeg 8 (PyAV's) converts it. So the conversion runs on a width padded to kPad pixels, reading the
-  // decoder's row padding (or a padded copy of the frame), and the extra columns are dropped: every real pixel is
-  // converted from its own samples, as FFmpeg 8 does.
   static constexpr int kPad = 16;
 
   void convert(const AVFrame* frame, std::vector<uint8_t>* rgb, const std::string& path) {
     const int w = frame->width, h = frame->height;
-    const int wp = (w + kPad - 1) / kPad * kPad;
     const auto fmt = static_cast<AVPixelFormat>(frame->format);
-    const bool full = frame->color_range == AVCOL_RANGE_JPEG;
-    const int cs = sws_colorspace(frame->colorspace);
-    if (!ctx_ || wp != w_ || h != h_ || fmt != fmt_ || full != full_ || cs != cs_) {
-      ctx_.reset(sws_getContext(wp, h, fmt, wp, h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
-      if (!ctx_) {
-        const char* name = av_get_pix_fmt_name(fmt);
-        fail(path, std::string("cannot convert pixel format ") + (name ? name : "?") + " to RGB");
-      }
-      int* inv = nullptr;
-      int* table = nullptr;
-      int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
-      if (sws_getColorspaceDetails(ctx_.get(), &inv, &src_range, &table, &dst_range, &brightness, &contrast,
-                                   &saturation) >= 0) {
-        const int* coeffs = sws_getCoefficients(cs);
-        // source range from the frame (yuvj formats are full range already), RGB full range
-        sws_setColorspaceDetails(ctx_.get(), coeffs, full ? 1 : src_range, coeffs, dst_range, brightness, contrast,
-                                 saturation);
-      }
-      w_ = wp, h_ = h, fmt_ = fmt, full_ = full, cs_ = cs;
-    }
-    const uint8_t* const* src = frame->data;
-    const int* src_stride = frame->linesize;
-    bool fits = wp == w;
-    if (!fits) {
-      fits = true;
-      for (int p = 0; p < 4 && frame->data[p] != nullptr; ++p) {
-        const int need = av_image_get_linesize(fmt, wp, p);
-        if (need < 0 || need > frame->linesize[p]) fits = false;
-      }
-    }
-    if (!fits) {  // copy into a frame whose rows are long enough
-      if (!padded_ || padded_->width != wp || padded_->height != h || padded_->format != frame->format) {
-        padded_.reset(av_frame_alloc());
-        if (!padded_) fail(path, "out of memory");
-        padded_->width = wp, padded_->height = h, padded_->format = frame->format;
-        if (av_frame_get_buffer(padded_.get(), 64) < 0) fail(path, "out of memory");
-      }
-      av_image_copy(padded_->data, padded_->linesize, const_cast<const uint8_t**>(frame->data), frame->linesize, fmt,
-                    w, h);
-      src = padded_->data;
-      src_stride = padded_->linesize;
-    }
-    out_.resize(static_cast<size_t>(wp) * 3 * (h + 1));
-    uint8_t* dst[4] = {out_.data(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {wp * 3, 0, 0, 0};
-    const int rows = sws_scale(ctx_.get(), src, src_stride, 0, h, dst, dst_stride);
-    if (rows != h) fail(path, "colour conversion failed (" + av_message(rows < 0 ? rows : AVERROR_UNKNOWN) + ")");
+    const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(fmt);
+    if (desc == nullptr) fail(path, "decoded frames have an unknown pixel format");
+    const bool palette = (desc->flags & AV_PIX_FMT_FLAG_PAL) != 0;
+    const int fields = frame->interlaced_frame && !palette && h >= 2 ? 2 : 1;  // (a palette has no rows)
     rgb->resize(static_cast<size_t>(w) * h * 3);
-    for (int y = 0; y < h; ++y) {
-      std::memcpy(rgb->data() + static_cast<size_t>(y) * w * 3, out_.data() + static_cast<size_t>(y) * wp * 3,
-                  static_cast<size_t>(w) * 3);
+    for (int field = 0; field < fields; ++field) {
+      Image img;
+      img.fmt = fmt;
+      img.desc = desc;
+      img.w = w;
+      img.h = fields == 2 ? (h + (field == 0 ? 1 : 0)) / 2 : h;
+      img.field = fields == 2 ? field : -1;
+      for (int p = 0; p < 4; ++p) {
+        img.data[p] = frame->data[p] != nullptr ? frame->data[p] + field * frame->linesize[p] : nullptr;
+        img.linesize[p] = frame->linesize[p] * fields;
+        img.row_bytes[p] = frame->linesize[p];
+      }
+      convert_image(frame, img, rgb->data() + static_cast<size_t>(field) * w * 3, fields * w * 3, path);
     }
   }
 
  private:
-  std::unique_ptr<SwsContext, SwsFree> ctx_;
+  struct Image {
+    AVPixelFormat fmt = AV_PIX_FMT_NONE;
+    const AVPixFmtDescriptor* desc = nullptr;
+    int w = 0, h = 0, field = -1;
+    const uint8_t* data[4] = {nullptr, nullptr, nullptr, nullptr};
+    int linesize[4] = {0, 0, 0, 0};
+    int row_bytes[4] = {0, 0, 0, 0};  // readable bytes of each row (the frame's linesize)
+  };
+  struct Key {
+    AVPixelFormat src, dst;
+    int w, h, full, cs, h_pos, v_pos;
+    bool operator==(const Key& o) const {
+      return src == o.src && dst == o.dst && w == o.w && h == o.h && full == o.full && cs == o.cs &&
+             h_pos == o.h_pos && v_pos == o.v_pos;
+    }
+  };
+
+  [[noreturn]] static void refuse(const std::string& path, const Image& img, const std::string& what) {
+    fail(path, std::string(img.desc->name) + " video " + what +
+                   ": this libvtc build (Debian's FFmpeg 5.1) cannot convert it to RGB exactly as the Python runtime "
+                   "(PyAV's FFmpeg 8) does, so it refuses it rather than return different pixels; decode it with "
+                   "the Python runtime, or re-encode it (e.g. yuv420p at an even width and a height that is a multiple "
+                   "of 4)");
+  }
+
+  // A cached context for src -> dst at w x h (same size), SWS_BILINEAR, the given range, matrix and chroma position.
+  SwsContext* context(const Key& key, const std::string& path) {
+    for (auto& entry : contexts_) {
+      if (entry.first == key) return entry.second.get();
+    }
+    if (contexts_.size() >= 8) contexts_.clear();
+    std::unique_ptr<SwsContext, SwsFree> ctx(sws_alloc_context());
+    if (!ctx) fail(path, "out of memory");
+    const bool to_rgb = key.dst == AV_PIX_FMT_RGB24;
+    const std::pair<const char*, int64_t> opts[] = {
+        {"srcw", key.w},          {"srch", key.h},          {"src_format", key.src},  {"dstw", key.w},
+        {"dsth", key.h},          {"dst_format", key.dst},  {"sws_flags", SWS_BILINEAR},
+        {"src_range", key.full},  {"dst_range", to_rgb ? 0 : key.full},  // yuv -> yuv: no range change
+        {"src_h_chr_pos", key.h_pos}, {"src_v_chr_pos", key.v_pos}};
+    for (const auto& [name, value] : opts) {
+      if (av_opt_set_int(ctx.get(), name, value, 0) < 0) fail(path, std::string("cannot set swscale option ") + name);
+    }
+    if (sws_init_context(ctx.get(), nullptr, nullptr) < 0) {
+      const char* name = av_get_pix_fmt_name(key.src);
+      fail(path, std::string("cannot convert pixel format ") + (name ? name : "?") + " to RGB");
+    }
+    if (to_rgb) {
+      int* inv = nullptr;
+      int* table = nullptr;
+      int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
+      if (sws_getColorspaceDetails(ctx.get(), &inv, &src_range, &table, &dst_range, &brightness, &contrast,
+                                   &saturation) >= 0) {
+        const int* coeffs = sws_getCoefficients(key.cs);
+        // source range from the frame (yuvj formats are full range already), RGB full range
+        sws_setColorspaceDetails(ctx.get(), coeffs, key.full ? 1 : src_range, coeffs, dst_range, brightness, contrast,
+                                 saturation);
+      }
+    }
+    contexts_.emplace_back(key, std::move(ctx));
+    return contexts_.back().second.get();
+  }
+
+  void scale(SwsContext* ctx, const uint8_t* const* src, const int* src_stride, int h, uint8_t* const* dst,
+             const int* dst_stride, const std::string& path) {
+    const int rows = sws_scale(ctx, src, src_stride, 0, h, dst, dst_stride);
+    if (rows != h) fail(path, "colour conversion failed (" + av_message(rows < 0 ? rows : AVERROR_UNKNOWN) + ")");
+  }
+
+  // One image (frame or field) into out (rows out_stride bytes apart).
+  void convert_image(const AVFrame* frame, const Image& img, uint8_t* out, int out_stride, const std::string& path) {
+    const AVPixFmtDescriptor* d = img.desc;
+    const int sub_x = d->log2_chroma_w, sub_y = d->log2_chroma_h;
+    const bool yuv = !(d->flags & AV_PIX_FMT_FLAG_RGB) && d->nb_components >= 3;
+    const bool full = frame->color_range == AVCOL_RANGE_JPEG;
+    const int cs = sws_colorspace(frame->colorspace);
+    int h_pos = -513, v_pos = -513;
+    if (yuv) chroma_position(frame->chroma_location, sub_x, sub_y, img.field, &h_pos, &v_pos);
+    const int w = img.w, h = img.h;
+    const bool special = (img.fmt == AV_PIX_FMT_YUV420P || img.fmt == AV_PIX_FMT_YUVJ420P ||
+                          img.fmt == AV_PIX_FMT_YUVA420P || img.fmt == AV_PIX_FMT_YUV422P ||
+                          img.fmt == AV_PIX_FMT_YUVJ422P) &&
+                         h % 2 == 0;
+    const bool two_step = yuv && sub_y > 0 && !special;
+    if (yuv && sub_y > 0) {
+      if (sub_y != 1 || sub_x != 1) refuse(path, img, "(chroma subsampled vertically but not as 4:2:0)");
+      if (two_step && (w % 2 != 0 || h % 2 != 0)) {
+        refuse(path, img, std::string("of ") + (img.field >= 0 ? "field " : "") + "size " + std::to_string(w) + "x" +
+                              std::to_string(h) + " (4:2:0 at an odd width or height)");
+      }
+    }
+    const int wp = special ? (w + kPad - 1) / kPad * kPad : w;
+    out_.resize(static_cast<size_t>(wp) * 3 * (h + 1));
+    uint8_t* dst[4] = {out_.data(), nullptr, nullptr, nullptr};
+    const int dst_stride[4] = {wp * 3, 0, 0, 0};
+    if (two_step) {
+      if (!mid_ || mid_->width != w || mid_->height != h) {
+        mid_.reset(av_frame_alloc());
+        if (!mid_) fail(path, "out of memory");
+        mid_->width = w, mid_->height = h, mid_->format = AV_PIX_FMT_YUV422P16;
+        if (av_frame_get_buffer(mid_.get(), 64) < 0) fail(path, "out of memory");
+      }
+      SwsContext* up = context({img.fmt, AV_PIX_FMT_YUV422P16, w, h, full, cs, h_pos, v_pos}, path);
+      scale(up, img.data, img.linesize, h, mid_->data, mid_->linesize, path);
+      SwsContext* to_rgb = context({AV_PIX_FMT_YUV422P16, AV_PIX_FMT_RGB24, w, h, full, cs, -513, -513}, path);
+      scale(to_rgb, mid_->data, mid_->linesize, h, dst, dst_stride, path);
+    } else {
+      const uint8_t* const* src = img.data;
+      const int* src_stride = img.linesize;
+      bool fits = true;
+      for (int p = 0; wp != w && p < 4 && img.data[p] != nullptr; ++p) {
+        const int need = av_image_get_linesize(img.fmt, wp, p);
+        if (need < 0 || need > img.row_bytes[p]) fits = false;
+      }
+      if (!fits) {  // copy into a frame whose rows are long enough
+        if (!padded_ || padded_->width != wp || padded_->height != h || padded_->format != img.fmt) {
+          padded_.reset(av_frame_alloc());
+          if (!padded_) fail(path, "out of memory");
+          padded_->width = wp, padded_->height = h, padded_->format = img.fmt;
+          if (av_frame_get_buffer(padded_.get(), 64) < 0) fail(path, "out of memory");
+        }
+        av_image_copy(padded_->data, padded_->linesize, const_cast<const uint8_t**>(img.data), img.linesize, img.fmt,
+                      w, h);
+        src = padded_->data;
+        src_stride = padded_->linesize;
+      }
+      SwsContext* ctx = context({img.fmt, AV_PIX_FMT_RGB24, wp, h, full, cs, h_pos, v_pos}, path);
+      scale(ctx, src, src_stride, h, dst, dst_stride, path);
+    }
+    for (int y = 0; y < h; ++y) {
+      std::memcpy(out + static_cast<size_t>(y) * out_stride, out_.data() + static_cast<size_t>(y) * wp * 3,
+                  static_cast<size_t>(w) * 3);
+    }
+  }
+
+  std::vector<std::pair<Key, std::unique_ptr<SwsContext, SwsFree>>> contexts_;
   std::unique_ptr<AVFrame, FrameFree> padded_;
+  std::unique_ptr<AVFrame, FrameFree> mid_;
   std::vector<uint8_t> out_;
-  int w_ = 0, h_ = 0, cs_ = -1;
-  AVPixelFormat fmt_ = AV_PIX_FMT_NONE;
-  bool full_ = false;
 };
 
 // One pass of decoding: open, find the stream, read packets and pull frames in order.

@@ -2,8 +2,10 @@
 // frame k is the k-th frame of a plain sequential decode in presentation order, and num_frames is the number of
 // frames that decode yields. The display-matrix rotation (90/180/270) is applied by default. Every bad file
 // (missing, empty, directory, not a video, truncated, corrupt part-way, audio-only, zero frames, too many pixels)
-// is an Error whose one-line message names the file. RGB comes from swscale with the settings PyAV's
-// frame.to_ndarray(format="rgb24") uses, so frames match the Python runtime's PyAV decoder.
+// is an Error whose one-line message names the file. RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives
+// (FFmpeg 8's swscale, reproduced with Debian's FFmpeg 5.1, decode.cpp says how), so frames match the Python runtime's
+// PyAV decoder; the few formats it cannot match (4:2:0 at an odd width or field height, 4:4:0 and 4:1:0 chroma) are
+// refused with an Error.
 #pragma once
 
 #include <cstdint>
