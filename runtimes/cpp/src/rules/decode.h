@@ -59,7 +59,7 @@ class VideoReader {
   // FrameCountChanged). Throws Error.
   std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices);
   // The same pass without holding the frames: on_frame(k, rgb) for frame indices[k] (uint8 RGB [H, W, 3] of info()
-  // size, valid during the call only), frames in ascending order; `indices` ascending without repeats. A frame can
+  // size, valid during the call only), in decoding order; `indices` ascending without repeats. A frame can
   // be visited again when a failed check of the packet index switches the file to the sequential path, which
   // visits every frame once more (or throws FrameCountChanged): keep the last visit. Exceptions from on_frame end
   // the pass. Throws Error.
