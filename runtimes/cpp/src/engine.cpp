@@ -299,43 +299,41 @@ Engine::Prepared Engine::prepare_frames(const uint8_t* rgb, int64_t n, int64_t h
 }
 
 Engine::Prepared Engine::prepare_file(const std::string& path, int clips, int crops) const {
-  // inputs.read_views on a file: decode only the distinct sampled frames, in one pass
+  // inputs.read_views on a file: decode only the distinct sampled frames, in one pass, each preprocessed as soon as
+  // it is decoded (one full-size RGB frame held at a time, not all of them: peak memory)
   const auto& m = manifest_;
+  const int t = m.frames, s = m.input.size;
   rules::DecodeOptions decode;
   auto reader = rules::VideoReader::open(path, decode);
   rules::VideoInfo info;
   std::vector<int64_t> indices, unique;
-  std::vector<uint8_t> frames;  // [U, H, W, 3]
+  std::vector<std::vector<uint8_t>> pre;  // unique frame u -> [crops, S, S, 3]
   for (int attempt = 0;; ++attempt) {
-    info = reader->info();  // a copy: the reader is released before preprocessing
+    info = reader->info();  // a copy: the reader is released before the views are assembled
     indices = sample_indices(m.sampling_rule, info.num_frames, m.frames, clips, m.window);
     unique = indices;
     std::sort(unique.begin(), unique.end());
     unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+    pre.assign(unique.size(), {});
     try {
-      frames = reader->frames_at(unique);
+      reader->visit_frames(unique, [&](size_t u, const uint8_t* rgb) {
+        pre[u] = rules::preprocess(rgb, info.height, info.width, m.input.resize, s, crops);
+      });
       break;
     } catch (const rules::FrameCountChanged&) {
       if (attempt > 0) throw;  // the sequential count is final: a second change is a file changing under us
     }  // the packet index was wrong: sample again with the sequential count (inputs.read_views)
   }
   reader.reset();
-  // Re-index: a compact "video" of the unique frames, sampled through a lookup.
-  const int t = m.frames, s = m.input.size;
-  const size_t frame_bytes = static_cast<size_t>(info.height) * info.width * 3;
   const size_t crop_bytes = static_cast<size_t>(s) * s * 3;
   Prepared p;
   p.count = clips * crops;
   p.num_frames = info.num_frames;
   p.views.resize(static_cast<size_t>(p.count) * t * crop_bytes);
-  std::vector<std::vector<uint8_t>> pre(unique.size());
   for (int k = 0; k < clips; ++k) {
     for (int j = 0; j < t; ++j) {
       const size_t u = static_cast<size_t>(
           std::lower_bound(unique.begin(), unique.end(), indices[static_cast<size_t>(k) * t + j]) - unique.begin());
-      if (pre[u].empty()) {
-        pre[u] = rules::preprocess(frames.data() + u * frame_bytes, info.height, info.width, m.input.resize, s, crops);
-      }
       for (int c = 0; c < crops; ++c) {
         const size_t view = static_cast<size_t>(c) * clips + k;
         std::memcpy(p.views.data() + (view * t + j) * crop_bytes, pre[u].data() + c * crop_bytes, crop_bytes);
@@ -450,9 +448,11 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
       }
       if (slot.status != VTC_OK && slot.error.empty()) slot.error = paths[i] + ": cannot process video";
 #if defined(__GLIBC__)
-      // The decoded frames (tens of MB for HD video) were freed into this thread's malloc arena; glibc keeps such
-      // memory (its mmap threshold adapts upwards), so without a trim the peak RSS grows by about one arena per
-      // decoding thread (measured: 1056 -> ~620 MB on ViT-B/32 with one decoding thread).
+      // The decoder's buffers (its frame pool, the RGB conversion, tens of MB for HD video) were freed into this
+      // thread's malloc arena; glibc keeps such memory (its mmap threshold adapts upwards), so without a trim the
+      // peak RSS grows by about one arena per decoding thread (measured on ViT-B/32 with one decoding thread:
+      // 1056 -> ~620 MB when all sampled frames were held; with frames preprocessed as decoded, 16 videos, 617 ->
+      // 588 MB).
       malloc_trim(0);
 #endif
       slot.ready = true;

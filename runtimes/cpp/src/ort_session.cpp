@@ -101,6 +101,7 @@ std::string ort_version() {
 struct Session::Impl {
   Ort::Session session{nullptr};
   std::vector<std::string> chosen;
+  Ort::RunOptions run_options{nullptr};
 };
 
 Session::Session(const std::string& path, const SessionConfig& config) : impl_(new Impl), path_(path) {
@@ -182,6 +183,10 @@ Session::Session(const std::string& path, const SessionConfig& config) : impl_(n
       throw Error(VTC_ERR_ARGUMENT, "provider options were given but the provider is cpu");
     }
     impl_->chosen.emplace_back("cpu");
+    impl_->run_options = Ort::RunOptions();
+    if (config.low_memory && chain.empty()) {  // CPU only: see SessionConfig.low_memory
+      impl_->run_options.AddConfigEntry("memory.enable_memory_arena_shrinkage", "cpu:0");
+    }
     impl_->session = Ort::Session(e, path.c_str(), options);
   } catch (const Ort::Exception& exc) {
     std::string what = Error::one_line(exc.what());
@@ -230,7 +235,7 @@ std::vector<Tensor> Session::run(const std::string& input, DType dtype, const vo
     std::vector<const char*> out_names;
     for (const auto& o : outputs) out_names.push_back(o.c_str());
     std::vector<Ort::Value> results =
-        impl_->session.Run(Ort::RunOptions{nullptr}, in_names, &value, 1, out_names.data(), out_names.size());
+        impl_->session.Run(impl_->run_options, in_names, &value, 1, out_names.data(), out_names.size());
     std::vector<Tensor> out;
     for (size_t i = 0; i < results.size(); ++i) {
       auto info = results[i].GetTensorTypeAndShapeInfo();

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -146,6 +148,28 @@ TEST_F(Decode, FrameCountOrderAndRepeats) {
     // a second call, going backwards, decodes again from the start and gives the same pixels
     const auto again = reader->frames_at({7});
     EXPECT_TRUE(std::equal(again.begin(), again.end(), frames.begin() + 2 * kW * kH * 3));
+  }
+}
+
+TEST_F(Decode, VisitFramesGivesFramesAtsPixelsOneFrameAtATime) {
+  // visit_frames (what the engine preprocesses from) hands over each wanted frame once, with frames_at's pixels;
+  // the indexed path (MJPEG in Matroska), the sequential one (MPEG-4 Part 2) and a rotated file
+  for (const char* name : {"/mjpeg.mkv", "/mpeg4.avi", "/mpeg4.mp4", "/rot90.mp4"}) {
+    auto reader = VideoReader::open(temp_dir() + name);
+    const std::vector<int64_t> idx = {0, 3, 7, reader->info().num_frames - 1};
+    const auto frames = reader->frames_at(idx);
+    const size_t frame_bytes = static_cast<size_t>(reader->info().width) * reader->info().height * 3;
+    std::vector<int> visits(idx.size(), 0);
+    reader->visit_frames(idx, [&](size_t k, const uint8_t* rgb) {
+      ASSERT_LT(k, idx.size());
+      ++visits[k];
+      EXPECT_TRUE(std::equal(rgb, rgb + frame_bytes, frames.begin() + static_cast<std::ptrdiff_t>(k * frame_bytes)))
+          << name << " frame " << idx[k];
+    });
+    EXPECT_EQ(visits, std::vector<int>(idx.size(), 1)) << name;
+    EXPECT_EQ(std::string(name) == "/mjpeg.mkv", reader->info().indexed) << name;
+    EXPECT_THROW(reader->visit_frames({7, 3}, [](size_t, const uint8_t*) {}), Error) << name;
+    EXPECT_THROW(reader->visit_frames({3, 3}, [](size_t, const uint8_t*) {}), Error) << name;
   }
 }
 

@@ -40,6 +40,24 @@ extern "C" {
 namespace vtc::rules {
 
 VideoReader::~VideoReader() = default;
+
+std::vector<uint8_t> VideoReader::frames_at(const std::vector<int64_t>& indices) {
+  const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
+  std::vector<int64_t> wanted(indices);
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  std::vector<std::vector<size_t>> places(wanted.size());  // wanted frame -> its positions in `indices`
+  for (size_t i = 0; i < indices.size(); ++i) {
+    places[static_cast<size_t>(std::lower_bound(wanted.begin(), wanted.end(), indices[i]) - wanted.begin())]
+        .push_back(i);
+  }
+  std::vector<uint8_t> out(frame_bytes * indices.size());
+  if (indices.empty()) return out;
+  visit_frames(wanted, [&](size_t k, const uint8_t* rgb) {
+    for (size_t i : places[k]) std::memcpy(out.data() + i * frame_bytes, rgb, frame_bytes);
+  });
+  return out;
+}
 FrameStream::~FrameStream() = default;
 
 namespace {
@@ -630,37 +648,31 @@ struct Chain {
 
 class FileReader final : public VideoReader {
  public:
+  using Visit = std::function<void(size_t, const uint8_t*)>;
+
   FileReader(const std::string& path, const DecodeOptions& opts) : path_(path), opts_(opts) {
     if (!open_indexed()) count_sequential();
   }
 
-  std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) override {
-    for (int64_t i : indices) {
-      if (i < 0 || i >= info_.num_frames) {
-        fail(path_, "frame index " + std::to_string(i) + " outside 0.." + std::to_string(info_.num_frames - 1));
+  void visit_frames(const std::vector<int64_t>& wanted, const Visit& on_frame) override {
+    for (size_t k = 0; k < wanted.size(); ++k) {
+      if (wanted[k] < 0 || wanted[k] >= info_.num_frames) {
+        fail(path_, "frame index " + std::to_string(wanted[k]) + " outside 0.." + std::to_string(info_.num_frames - 1));
+      }
+      if (k > 0 && wanted[k] <= wanted[k - 1]) {
+        throw Error(Error::Kind::input, path_ + ": frame indices to visit must ascend without repeats");
       }
     }
-    const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
-    std::vector<uint8_t> out(frame_bytes * indices.size());
-    if (indices.empty()) return out;
-    std::vector<int64_t> wanted(indices);
-    std::sort(wanted.begin(), wanted.end());
-    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
-    std::vector<uint8_t> unique_frames(frame_bytes * wanted.size());
+    if (wanted.empty()) return;
     if (info_.indexed) {
       try {
-        read_indexed(wanted, unique_frames.data());
+        read_indexed(wanted, on_frame);
       } catch (const IndexMismatch&) {
-        fall_back(wanted, unique_frames.data());  // the definition decides whether the file is bad
+        fall_back(wanted, on_frame);  // the definition decides whether the file is bad
       }
     } else {
-      read_sequential(wanted, unique_frames.data());
+      read_sequential(wanted, on_frame);
     }
-    for (size_t i = 0; i < indices.size(); ++i) {
-      const size_t k = static_cast<size_t>(std::lower_bound(wanted.begin(), wanted.end(), indices[i]) - wanted.begin());
-      std::memcpy(out.data() + i * frame_bytes, unique_frames.data() + k * frame_bytes, frame_bytes);
-    }
-    return out;
   }
 
  private:
@@ -696,8 +708,7 @@ class FileReader final : public VideoReader {
     info_.height = swap ? frame_w : frame_h;
   }
 
-  void read_sequential(const std::vector<int64_t>& wanted, uint8_t* dst) {
-    const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
+  void read_sequential(const std::vector<int64_t>& wanted, const Visit& on_frame) {
     if (!decoder_ || wanted.front() < position_) {
       decoder_ = std::make_unique<Decoder>(path_, path_, opts_, true);
       position_ = 0;
@@ -712,13 +723,13 @@ class FileReader final : public VideoReader {
       }
       const int64_t index = position_++;
       if (index != wanted[k]) continue;
-      store(f, index, dst + k * frame_bytes);
+      on_frame(k, rgb_of(f, index));
       ++k;
     }
   }
 
   // The index check failed: this file is read by the definition from now on.
-  void fall_back(const std::vector<int64_t>& wanted, uint8_t* dst) {
+  void fall_back(const std::vector<int64_t>& wanted, const Visit& on_frame) {
     chain_.reset();
     src_.reset();
     kept_.clear();
@@ -729,17 +740,20 @@ class FileReader final : public VideoReader {
       throw FrameCountChanged(path_ + ": the packet index listed " + std::to_string(listed) +
                               " frames but a sequential decode yields " + std::to_string(info_.num_frames));
     }
-    read_sequential(wanted, dst);
+    read_sequential(wanted, on_frame);
   }
 
-  // RGB of a decoded frame, rotated, into dst (info_ size).
-  void store(const AVFrame* f, int64_t index, uint8_t* dst) {
+  // RGB of a decoded frame, rotated (info_ size; valid until the next call).
+  const uint8_t* rgb_of(const AVFrame* f, int64_t index) {
     const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
     if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
       fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
     }
     converter_.convert(f, &rgb_, path_);
-    rotate_rgb(rgb_.data(), f->height, f->width, rotation_cw_, dst);
+    if (rotation_cw_ == 0) return rgb_.data();
+    rotated_.resize(rgb_.size());
+    rotate_rgb(rgb_.data(), f->height, f->width, rotation_cw_, rotated_.data());
+    return rotated_.data();
   }
 
   // ---- the indexed path
@@ -917,12 +931,11 @@ class FileReader final : public VideoReader {
   }
 
   void collect(const std::unordered_map<int64_t, size_t>& wanted_pts, const std::vector<int64_t>& wanted,
-               std::vector<bool>* done, uint8_t* dst) {
-    const size_t frame_bytes = static_cast<size_t>(info_.width) * info_.height * 3;
+               std::vector<bool>* done, const Visit& on_frame) {
     for (const FramePtr& f : chain_->outputs) {
       const auto it = wanted_pts.find(f->pts);
       if (it == wanted_pts.end() || (*done)[it->second]) continue;
-      store(f.get(), wanted[it->second], dst + it->second * frame_bytes);
+      on_frame(it->second, rgb_of(f.get(), wanted[it->second]));
       (*done)[it->second] = true;
     }
     chain_->outputs.clear();
@@ -937,7 +950,7 @@ class FileReader final : public VideoReader {
     return keyframes_[static_cast<size_t>(std::max<ptrdiff_t>(i, 0))];
   }
 
-  void read_indexed(const std::vector<int64_t>& wanted, uint8_t* dst) {
+  void read_indexed(const std::vector<int64_t>& wanted, const Visit& on_frame) {
     std::unordered_map<int64_t, size_t> wanted_pts;  // pts -> slot in `wanted`
     std::vector<std::pair<size_t, size_t>> spans;
     for (size_t s = 0; s < wanted.size(); ++s) {
@@ -957,17 +970,17 @@ class FileReader final : public VideoReader {
     std::vector<bool> done(wanted.size(), false);
     for (const auto& run : runs) {
       if (!chain_ || chain_->drained || !(chain_->start <= run.first && run.first <= chain_->next)) new_chain(run.first);
-      collect(wanted_pts, wanted, &done, dst);
+      collect(wanted_pts, wanted, &done, on_frame);
       if (chain_->next <= run.second) {
         walk(chain_->next, run.second, [&](size_t pos, const AVPacket* pkt) {
           const bool skip = !wanted_pts.count(packets_[pos].pts) && packets_[pos].disposable;
           feed(pos, pkt, skip);
-          collect(wanted_pts, wanted, &done, dst);
+          collect(wanted_pts, wanted, &done, on_frame);
           return true;
         });
       }
       drain();
-      collect(wanted_pts, wanted, &done, dst);
+      collect(wanted_pts, wanted, &done, on_frame);
       const std::string problem = chain_->check();
       if (!problem.empty()) throw IndexMismatch{problem};
     }
@@ -978,7 +991,7 @@ class FileReader final : public VideoReader {
   DecodeOptions opts_;
   int rotation_cw_ = 0;  // clockwise degrees applied to the decoded frames
   RgbConverter converter_;
-  std::vector<uint8_t> rgb_;
+  std::vector<uint8_t> rgb_, rotated_;
   // sequential path
   std::unique_ptr<Decoder> decoder_;  // kept open between calls: later frames continue the same decode
   int64_t position_ = 0;              // index of the next frame decoder_ yields

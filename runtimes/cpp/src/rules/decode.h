@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,7 +59,14 @@ class VideoReader {
   // not wanted and stops after the last wanted one; every decoded range is checked (one frame per packet, with its
   // pts, none flagged corrupt) and a failed check switches the file to the sequential path (which may throw
   // FrameCountChanged). Throws Error.
-  virtual std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices) = 0;
+  std::vector<uint8_t> frames_at(const std::vector<int64_t>& indices);
+  // The same pass without holding the frames: on_frame(k, rgb) for frame indices[k] (uint8 RGB [H, W, 3] of info()
+  // size, valid during the call only), in decoding order; `indices` ascending without repeats. A frame can
+  // be visited again when a failed check of the packet index switches the file to the sequential path, which
+  // visits every frame once more (or throws FrameCountChanged): keep the last visit. Exceptions from on_frame end
+  // the pass. Throws Error.
+  virtual void visit_frames(const std::vector<int64_t>& indices,
+                            const std::function<void(size_t, const uint8_t*)>& on_frame) = 0;
   virtual ~VideoReader();
 
  protected:
