@@ -309,6 +309,22 @@ class Decoder {
   // gives (tests/test_cpp_run.py); Debian's FFmpeg 5.1 would fail on the short packet instead.
   void end_at_short_packet() { end_at_short_packet_ = true; }
 
+  // The file-reading rule for truncated files (vtc_deploy.video.index_end, truncated_message): the container's index
+  // (MP4 sample table, Matroska cues, AVI idx1) lists video data past the end of the file. Checked at open, before
+  // any packet is read; header frame counts are not used (they disagree with the plain decode on valid files).
+  void check_not_truncated() const {
+    int64_t end = 0;
+    const int entries = avformat_index_get_entries_count(stream_);
+    for (int i = 0; i < entries; ++i) {
+      const AVIndexEntry* e = avformat_index_get_entry(stream_, i);
+      if (e != nullptr && e->pos >= 0) end = std::max(end, e->pos + e->size);
+    }
+    if (file_size_ >= 0 && end > file_size_) {
+      fail(path_, "truncated: the container's index lists video data up to byte " + std::to_string(end) +
+                      " but the file has " + std::to_string(file_size_) + " bytes");
+    }
+  }
+
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
@@ -329,6 +345,7 @@ class Decoder {
     if (::stat(path_.c_str(), &st) != 0) fail(path_, "no such file");
     if (!S_ISREG(st.st_mode)) fail(path_, "not a regular file");
     if (st.st_size == 0) fail(path_, "empty file (0 bytes)");
+    file_size_ = static_cast<int64_t>(st.st_size);
   }
 
   // Sends the next packet of the stream (or the flush) to the decoder.
@@ -377,6 +394,7 @@ class Decoder {
   double fps_ = 0.0;
   int64_t declared_frames_ = 0;
   int64_t max_pixels_ = 0;
+  int64_t file_size_ = -1;  // regular files (check_file), else unknown
   int64_t packets_ = 0;
   int64_t frames_out_ = 0;
   bool flushed_ = false;
@@ -528,6 +546,7 @@ class FileReader final : public VideoReader {
   void count_sequential() {
     // Counting pass: a plain sequential decode without colour conversion.
     Decoder counter(path_, path_, opts_, true);
+    counter.check_not_truncated();
     int frame_w = 0, frame_h = 0;
     while (const AVFrame* f = counter.next()) {
       if (frame_w == 0) frame_w = f->width, frame_h = f->height;
@@ -537,10 +556,6 @@ class FileReader final : public VideoReader {
       }
     }
     if (counter.frames_out() == 0) fail(path_, "video has no frames");
-    if (counter.declared_frames() > 0 && counter.packets() < counter.declared_frames()) {
-      fail(path_, "truncated: the header lists " + std::to_string(counter.declared_frames()) +
-                      " frames but only " + std::to_string(counter.packets()) + " are in the file");
-    }
     info_.num_frames = counter.frames_out();
     info_.indexed = false;
     set_geometry(counter, frame_w, frame_h);
@@ -607,6 +622,7 @@ class FileReader final : public VideoReader {
   // info_ set. False: use the sequential path (also for every failure here; that path reports bad files).
   bool open_indexed() {
     auto src = std::make_unique<Decoder>(path_, path_, opts_, true);
+    src->check_not_truncated();
     const std::string format = src->format_name();
     bool container = false;
     for (const char* name : {"mov", "mp4", "matroska", "webm"}) {
