@@ -561,7 +561,7 @@ def test_bad_file_is_one_line_error_naming_it(
         assert proc.returncode == 2, (kind, cmd[0], proc.returncode, err)  # an error, not a crash (negative = signal)
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"{path}: "), err
-        if cmd[0] != "stream" or kind not in ("truncated_faststart", "corrupt_midway"):
+        if cmd[0] != "stream" or kind != "corrupt_midway":
             assert expected in err, (kind, cmd[0], err)
     assert not (tmp_path / "out.raw").exists(), "no output may be written for a bad file"
 
@@ -607,10 +607,12 @@ def test_header_frame_count_is_not_the_definition(tmp_path: Path) -> None:
     """Valid files whose header frame count disagrees with the plain decode are read, by both runtimes alike: an AV1
     MP4 with a zero-byte sample (the muxer strips the temporal delimiter added here; the sample table lists 41, the
     demuxer delivers 40 packets, the decode shows 40) and an AVI whose headers claim three times its frames. The C++
-    reader used to refuse the first as "truncated" because 40 packets < 41 listed."""
+    reader used to refuse both as "truncated" (fewer packets than listed); streaming, in both runtimes, used to end
+    them with a "truncated" error line."""
     import av
 
     from tests.test_video_corpus import N, add_sample, encode, patch_avi_frame_count, remux, scene
+    from vtc_deploy.streaming import StreamSource
 
     files = [patch_avi_frame_count(encode(tmp_path / "wrong_count.avi", scene(), "mpeg4", options={"bf": "1"}), 3 * N)]
     try:
@@ -624,13 +626,19 @@ def test_header_frame_count_is_not_the_definition(tmp_path: Path) -> None:
         outcome = assert_same_outcome(path, tmp_path)
         assert not isinstance(outcome, str), f"{path.name}: {outcome}"
         assert outcome[0] == N and np.array_equal(outcome[1], np.stack(pyav_frames(path))), path.name
+        assert StreamSource(str(path)).truncation is None, path.name
+        proc = run_tool("stream", path, tmp_path / "s.raw")  # no error at the end
+        assert len(proc.stdout.decode().splitlines()) == N, path.name
 
 
 def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> None:
     """A file whose index lists video data past its end is truncated in both runtimes, with the same message, wherever
     the cut falls: between two samples (a plain decode would silently give fewer frames), inside a sample (the decoder
-    fails or not depending on codec and FFmpeg version), one byte short of the end. The whole file reads alike."""
+    fails or not depending on codec and FFmpeg version), one byte short of the end. The whole file reads alike.
+    Streaming applies the same rule: the frames that are there, then that error."""
     import av
+
+    from vtc_deploy.streaming import StreamSource
 
     full = _faststart_mp4(tmp_path / "full.mp4")
     data = full.read_bytes()
@@ -643,9 +651,11 @@ def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> No
         path = tmp_path / f"{name}.mp4"
         path.write_bytes(data[:cut])
         outcome = assert_same_outcome(path, tmp_path)
-        assert outcome == (
-            f"truncated: the container's index lists video data up to byte {len(data)} but the file has {cut} bytes"
-        ), name
+        why = f"truncated: the container's index lists video data up to byte {len(data)} but the file has {cut} bytes"
+        assert outcome == why, name
+        assert StreamSource(str(path)).truncation == why, name
+        proc = run_tool("stream", path, tmp_path / "s.raw", check=False)
+        assert proc.returncode == 2 and proc.stderr.decode().strip().endswith(f" frames ({why})"), proc.stderr
     outcome = assert_same_outcome(full, tmp_path)
     assert not isinstance(outcome, str) and outcome[0] == 60
 

@@ -150,9 +150,9 @@ int run(std::vector<std::string> args) {
     }
     if (!out) throw Error(Error::Kind::input, args[2] + ": cannot write");
     if (stream->frames_read() == 0) throw Error(Error::Kind::decode, args[1] + ": video has no frames");
-    if (stream->packets_read() < stream->declared_frames()) {
-      throw Error(Error::Kind::decode, args[1] + ": the file ended after " + std::to_string(stream->frames_read()) +
-                                           " of " + std::to_string(stream->declared_frames()) + " frames (truncated)");
+    if (const std::string why = stream->truncation(); !why.empty()) {
+      throw Error(Error::Kind::decode,
+                  args[1] + ": the file ended after " + std::to_string(stream->frames_read()) + " frames (" + why + ")");
     }
   } else if (cmd == "resize" && args.size() == 7) {
     const int h = to_int(args[2]), w = to_int(args[3]), oh = to_int(args[4]), ow = to_int(args[5]);

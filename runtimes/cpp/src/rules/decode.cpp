@@ -309,20 +309,26 @@ class Decoder {
   // gives (tests/test_cpp_run.py); Debian's FFmpeg 5.1 would fail on the short packet instead.
   void end_at_short_packet() { end_at_short_packet_ = true; }
 
-  // The file-reading rule for truncated files (vtc_deploy.video.index_end, truncated_message): the container's index
-  // (MP4 sample table, Matroska cues, AVI idx1) lists video data past the end of the file. Checked at open, before
-  // any packet is read; header frame counts are not used (they disagree with the plain decode on valid files).
-  void check_not_truncated() const {
+  // The rule for truncated files (vtc_deploy.video.index_end, truncated_message): the container's index (MP4 sample
+  // table, Matroska cues, AVI idx1) lists video data past the end of the file. The reason, or "" for a complete
+  // file and for a source that is not a regular file (pipes, URLs, devices). Header frame counts are not used: they
+  // disagree with the plain decode on valid files.
+  std::string truncation() const {
+    if (file_size_ < 0) return "";
     int64_t end = 0;
     const int entries = avformat_index_get_entries_count(stream_);
     for (int i = 0; i < entries; ++i) {
       const AVIndexEntry* e = avformat_index_get_entry(stream_, i);
       if (e != nullptr && e->pos >= 0) end = std::max(end, e->pos + e->size);
     }
-    if (file_size_ >= 0 && end > file_size_) {
-      fail(path_, "truncated: the container's index lists video data up to byte " + std::to_string(end) +
-                      " but the file has " + std::to_string(file_size_) + " bytes");
-    }
+    if (end <= file_size_) return "";
+    return "truncated: the container's index lists video data up to byte " + std::to_string(end) +
+           " but the file has " + std::to_string(file_size_) + " bytes";
+  }
+  // Files are read only when complete: checked at open, before any packet is read (vtc_deploy.video._Source).
+  void check_not_truncated() const {
+    const std::string why = truncation();
+    if (!why.empty()) fail(path_, why);
   }
 
   int64_t packets() const { return packets_; }
@@ -895,8 +901,7 @@ class Stream final : public FrameStream {
 
   double fps() const override { return decoder_.fps(); }
   int64_t frames_read() const override { return decoder_.frames_out(); }
-  int64_t declared_frames() const override { return std::max<int64_t>(0, decoder_.declared_frames()); }
-  int64_t packets_read() const override { return decoder_.packets(); }
+  std::string truncation() const override { return decoder_.truncation(); }
 
  private:
   Decoder decoder_;
