@@ -634,7 +634,8 @@ def test_header_frame_count_is_not_the_definition(tmp_path: Path) -> None:
 def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> None:
     """A file whose index lists video data past its end is truncated in both runtimes, with the same message, wherever
     the cut falls: between two samples (a plain decode would silently give fewer frames), inside a sample (the decoder
-    fails or not depending on codec and FFmpeg version), one byte short of the end. The whole file reads alike.
+    fails or not depending on codec and FFmpeg version), one byte short of the end; and an AVI (its idx1 index comes
+    last) whose RIFF header lists more bytes than the file has, cut between two chunks. The whole files read alike.
     Streaming applies the same rule: the frames that are there, then that error."""
     import av
 
@@ -645,19 +646,28 @@ def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> No
     with av.open(str(full)) as container:
         samples = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
     assert len(samples) == 60 and samples[-1][0] + samples[-1][1] == len(data)  # faststart: the last sample ends it
-    cuts = {"between_samples": samples[30][0], "inside_a_sample": samples[30][0] + samples[30][1] // 2,
-            "one_byte_short": len(data) - 1}  # fmt: skip
-    for name, cut in cuts.items():
-        path = tmp_path / f"{name}.mp4"
-        path.write_bytes(data[:cut])
+    avi = write_video(tmp_path / "full.avi", "mpeg4")
+    avi_data = avi.read_bytes()
+    with av.open(str(avi)) as container:
+        chunks = [p.pos for p in container.demux(video=0) if p.size]
+    index = "truncated: the container's index lists video data up to byte {full} but the file has {cut} bytes"
+    riff = "truncated: the RIFF header lists {full} bytes but the file has {cut} bytes"
+    cuts = {"between_samples.mp4": (data, samples[30][0], index),
+            "inside_a_sample.mp4": (data, samples[30][0] + samples[30][1] // 2, index),
+            "one_byte_short.mp4": (data, len(data) - 1, index),
+            "between_chunks.avi": (avi_data, chunks[20] - 8, riff)}  # fmt: skip
+    for name, (whole, cut, message) in cuts.items():
+        path = tmp_path / name
+        path.write_bytes(whole[:cut])
         outcome = assert_same_outcome(path, tmp_path)
-        why = f"truncated: the container's index lists video data up to byte {len(data)} but the file has {cut} bytes"
+        why = message.format(full=len(whole), cut=cut)
         assert outcome == why, name
         assert StreamSource(str(path)).truncation == why, name
         proc = run_tool("stream", path, tmp_path / "s.raw", check=False)
         assert proc.returncode == 2 and proc.stderr.decode().strip().endswith(f" frames ({why})"), proc.stderr
-    outcome = assert_same_outcome(full, tmp_path)
-    assert not isinstance(outcome, str) and outcome[0] == 60
+    for path, n in ((full, 60), (avi, 40)):
+        outcome = assert_same_outcome(path, tmp_path)
+        assert not isinstance(outcome, str) and outcome[0] == n, path.name
 
 
 def test_frame_index_out_of_range_is_an_error(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, index_end, rotate, truncated_message
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rotate, truncation
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -103,11 +103,8 @@ class StreamSource:
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
-        self.truncation: str | None = None  # why a file (not a live source) is truncated, video.py's rule
-        if not self.live and os.path.isfile(source):
-            end, size = index_end(stream), os.path.getsize(source)
-            if end > size:
-                self.truncation = truncated_message(end, size)
+        # why a file (not a live source) is truncated: video.py's rule
+        self.truncation = truncation(source, stream, os.path.getsize(source)) if self._regular_file() else None
         w, h = stream.codec_context.width, stream.codec_context.height
         if w and h and w * h > max_pixels:
             self._container.close()
@@ -129,6 +126,9 @@ class StreamSource:
             raise VideoDecodeError(
                 f"stream failed after {self.frames_read} frames ({one_line(exc)})", path=self.name
             ) from None
+
+    def _regular_file(self) -> bool:
+        return not self.live and os.path.isfile(self.name)
 
     def close(self) -> None:
         self._container.close()

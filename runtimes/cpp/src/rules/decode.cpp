@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <unordered_map>
 #include <unordered_set>
@@ -309,21 +310,34 @@ class Decoder {
   // gives (tests/test_cpp_run.py); Debian's FFmpeg 5.1 would fail on the short packet instead.
   void end_at_short_packet() { end_at_short_packet_ = true; }
 
-  // The rule for truncated files (vtc_deploy.video.index_end, truncated_message): the container's index (MP4 sample
-  // table, Matroska cues, AVI idx1) lists video data past the end of the file. The reason, or "" for a complete
-  // file and for a source that is not a regular file (pipes, URLs, devices). Header frame counts are not used: they
-  // disagree with the plain decode on valid files.
+  // The rule for truncated files (vtc_deploy.video.truncation, the same words): the container's index (MP4 sample
+  // table, Matroska cues, AVI idx1) lists video data past the end of the file, or an AVI's RIFF header declares more
+  // bytes than the file has. The reason, or "" for a complete file and for a source that is not a regular file
+  // (pipes, URLs, devices). Header frame counts are not used: they disagree with the plain decode on valid files.
   std::string truncation() const {
     if (file_size_ < 0) return "";
+    const std::string size = std::to_string(file_size_);
     int64_t end = 0;
     const int entries = avformat_index_get_entries_count(stream_);
     for (int i = 0; i < entries; ++i) {
       const AVIndexEntry* e = avformat_index_get_entry(stream_, i);
       if (e != nullptr && e->pos >= 0) end = std::max(end, e->pos + e->size);
     }
-    if (end <= file_size_) return "";
-    return "truncated: the container's index lists video data up to byte " + std::to_string(end) +
-           " but the file has " + std::to_string(file_size_) + " bytes";
+    if (end > file_size_) {
+      return "truncated: the container's index lists video data up to byte " + std::to_string(end) +
+             " but the file has " + size + " bytes";
+    }
+    unsigned char head[12] = {};
+    std::ifstream in(path_, std::ios::binary);
+    if (in.read(reinterpret_cast<char*>(head), sizeof head) && std::memcmp(head, "RIFF", 4) == 0 &&
+        std::memcmp(head + 8, "AVI ", 4) == 0) {
+      const int64_t riff = 8 + (static_cast<int64_t>(head[4]) | static_cast<int64_t>(head[5]) << 8 |
+                                static_cast<int64_t>(head[6]) << 16 | static_cast<int64_t>(head[7]) << 24);
+      if (riff > file_size_) {
+        return "truncated: the RIFF header lists " + std::to_string(riff) + " bytes but the file has " + size + " bytes";
+      }
+    }
+    return "";
   }
   // Files are read only when complete: checked at open, before any packet is read (vtc_deploy.video._Source).
   void check_not_truncated() const {

@@ -75,8 +75,9 @@ class FrameStream {
   virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
   virtual int64_t frames_read() const = 0;  // frames returned so far
   // Why the file is truncated ("truncated: the container's index lists video data up to byte E but the file has S
-  // bytes"), "" when it is complete or not a regular file: VideoReader's rule, which refuses such a file at open;
-  // streaming returns its frames and then reports it (vtc_deploy.streaming).
+  // bytes", or an AVI's RIFF header lists more bytes than the file has), "" when it is complete or not a regular
+  // file: VideoReader's rule, which refuses such a file at open; streaming returns its frames and then reports it
+  // (vtc_deploy.streaming).
   virtual std::string truncation() const = 0;
   virtual ~FrameStream();
 };
