@@ -9,8 +9,8 @@
 //                                                             (after a FrameCountChanged: its message on stderr, the
 //                                                             corrected info line, and the same indices read again)
 //   vtc-rules stream <source> <out.raw>                       every frame in order; prints one JSON line per frame
-//                                                             (a source without frames, or with fewer than its
-//                                                             header lists, is an error here)
+//                                                             (a source without frames, or a truncated file after
+//                                                             its frames, is an error here)
 //   vtc-rules resize <in.raw> <h> <w> <out_h> <out_w> <out.raw>
 //   vtc-rules preprocess <in.raw> <n> <h> <w> <resize> <size> <crops> <out.raw>   [crops, n, size, size, 3]
 //   vtc-rules tokenize [<context_length>]   stdin: one text per line as hex of its UTF-8; stdout: a line of ids each
