@@ -151,8 +151,8 @@ int run(std::vector<std::string> args) {
     if (!out) throw Error(Error::Kind::input, args[2] + ": cannot write");
     if (stream->frames_read() == 0) throw Error(Error::Kind::decode, args[1] + ": video has no frames");
     if (const std::string why = stream->truncation(); !why.empty()) {
-      throw Error(Error::Kind::decode,
-                  args[1] + ": the file ended after " + std::to_string(stream->frames_read()) + " frames (" + why + ")");
+      const std::string frames = std::to_string(stream->frames_read());
+      throw Error(Error::Kind::decode, args[1] + ": the file ended after " + frames + " frames (" + why + ")");
     }
   } else if (cmd == "resize" && args.size() == 7) {
     const int h = to_int(args[2]), w = to_int(args[3]), oh = to_int(args[4]), ow = to_int(args[5]);

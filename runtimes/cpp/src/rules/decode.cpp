@@ -334,7 +334,8 @@ class Decoder {
       const int64_t riff = 8 + (static_cast<int64_t>(head[4]) | static_cast<int64_t>(head[5]) << 8 |
                                 static_cast<int64_t>(head[6]) << 16 | static_cast<int64_t>(head[7]) << 24);
       if (riff > file_size_) {
-        return "truncated: the RIFF header lists " + std::to_string(riff) + " bytes but the file has " + size + " bytes";
+        return "truncated: the RIFF header lists " + std::to_string(riff) + " bytes but the file has " + size +
+               " bytes";
       }
     }
     return "";
