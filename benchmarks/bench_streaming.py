@@ -25,7 +25,7 @@ class MemorySource(StreamSource):
     """The decoded frames of a file replayed as a stream (decoding is timed separately)."""
 
     def __init__(self, frames: np.ndarray, fps: float) -> None:
-        self.name, self.live, self.fps, self.declared_frames, self.frames_read = "memory", False, fps, 0, 0
+        self.name, self.live, self.fps, self.truncation, self.frames_read = "memory", False, fps, None, 0
         self._frames = frames
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:

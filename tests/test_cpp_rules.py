@@ -768,7 +768,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
         "directory": (d / "a directory.mp4", "not a regular file", []),
         "text": (d / "text.mp4", "not a video file", []),
         "truncated": (d / "truncated.mp4", "not a video file", []),
-        "truncated_faststart": (d / "truncated_faststart.mp4", "truncated or corrupt", []),
+        "truncated_faststart": (d / "truncated_faststart.mp4", "truncated: the container's index lists", []),
         "corrupt_midway": (d / "corrupt_midway.mp4", "truncated or corrupt", []),
         "audio_only": (d / "audio.m4a", "no video stream", []),
         "zero_frames": (d / "no_frames.mkv", "no frames", []),
@@ -791,9 +791,113 @@ def test_bad_file_is_one_line_error_naming_it(
         assert proc.returncode == 2, (kind, cmd[0], proc.returncode, err)  # an error, not a crash (negative = signal)
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"{path}: "), err
-        if cmd[0] != "stream" or kind not in ("truncated_faststart", "corrupt_midway"):
+        if cmd[0] != "stream" or kind != "corrupt_midway":
             assert expected in err, (kind, cmd[0], err)
     assert not (tmp_path / "out.raw").exists(), "no output may be written for a bad file"
+
+
+def python_outcome(path: Path) -> tuple[int, np.ndarray] | str:
+    """The Python runtime on ``path``: ``(n, every frame)``, or its error message without the path."""
+    from vtc_deploy.errors import VideoDecodeError
+    from vtc_deploy.video import open_video
+
+    try:
+        with open_video(path, decoder="pyav") as reader:
+            n = reader.info.num_frames
+            return n, reader.get_frames_at(list(range(n)))
+    except VideoDecodeError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: "), message
+        return message[len(f"{path}: ") :]
+
+
+def cpp_outcome(path: Path, tmp: Path) -> tuple[int, np.ndarray] | str:
+    """The C++ runtime on ``path`` (``info``, then ``decode`` of every frame): as ``python_outcome``."""
+    proc = run_tool("info", path, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode().strip()
+        assert proc.returncode == 2 and err.startswith(f"{path}: ") and "\n" not in err, (proc.returncode, err)
+        return err[len(f"{path}: ") :]
+    n = json.loads(proc.stdout)["num_frames"]
+    return n, cpp_decode(path, list(range(n)), tmp)[1]
+
+
+def assert_same_outcome(path: Path, tmp: Path) -> tuple[int, np.ndarray] | str:
+    """One rule in both runtimes: the same frames, or the same error."""
+    want, got = python_outcome(path), cpp_outcome(path, tmp)
+    if isinstance(want, str) or isinstance(got, str):
+        assert got == want, f"{path.name}: Python {want if isinstance(want, str) else 'reads it'}, C++ {got}"
+    else:
+        assert got[0] == want[0], f"{path.name}: n {got[0]} (C++) != {want[0]} (Python)"
+        assert np.array_equal(got[1], want[1]), f"{path.name}: frames differ"
+    return want
+
+
+def test_header_frame_count_is_not_the_definition(tmp_path: Path) -> None:
+    """Valid files whose header frame count disagrees with the plain decode are read, by both runtimes alike: an AV1
+    MP4 with a zero-byte sample (the muxer strips the temporal delimiter added here; the sample table lists 41, the
+    demuxer delivers 40 packets, the decode shows 40) and an AVI whose headers claim three times its frames. The C++
+    reader used to refuse both as "truncated" (fewer packets than listed); streaming, in both runtimes, used to end
+    them with a "truncated" error line."""
+    import av
+
+    from tests.test_video_corpus import N, add_sample, encode, patch_avi_frame_count, remux, scene
+    from vtc_deploy.streaming import StreamSource
+
+    files = [patch_avi_frame_count(encode(tmp_path / "wrong_count.avi", scene(), "mpeg4", options={"bf": "1"}), 3 * N)]
+    try:
+        av1 = encode(tmp_path / "av1.mp4", scene(), "libsvtav1", options={"g": "12", "preset": "12"})
+        files.append(remux(av1, tmp_path / "av1_td.mp4", add_sample(b"\x12\x00", 0)))
+    except (av.error.FFmpegError, ValueError):
+        pass  # no AV1 encoder in this FFmpeg build: the AVI still pins the rule
+    for path in files:
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].frames > N  # the header lists more frames than the file shows
+        outcome = assert_same_outcome(path, tmp_path)
+        assert not isinstance(outcome, str), f"{path.name}: {outcome}"
+        assert outcome[0] == N and np.array_equal(outcome[1], np.stack(pyav_frames(path))), path.name
+        assert StreamSource(str(path)).truncation is None, path.name
+        proc = run_tool("stream", path, tmp_path / "s.raw")  # no error at the end
+        assert len(proc.stdout.decode().splitlines()) == N, path.name
+
+
+def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> None:
+    """A file whose index lists video data past its end is truncated in both runtimes, with the same message, wherever
+    the cut falls: between two samples (a plain decode would silently give fewer frames), inside a sample (the decoder
+    fails or not depending on codec and FFmpeg version), one byte short of the end; and an AVI (its idx1 index comes
+    last) whose RIFF header lists more bytes than the file has, cut between two chunks. The whole files read alike.
+    Streaming applies the same rule: the frames that are there, then that error."""
+    import av
+
+    from vtc_deploy.streaming import StreamSource
+
+    full = _faststart_mp4(tmp_path / "full.mp4")
+    data = full.read_bytes()
+    with av.open(str(full)) as container:
+        samples = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    assert len(samples) == 60 and samples[-1][0] + samples[-1][1] == len(data)  # faststart: the last sample ends it
+    avi = write_video(tmp_path / "full.avi", "mpeg4")
+    avi_data = avi.read_bytes()
+    with av.open(str(avi)) as container:
+        chunks = [p.pos for p in container.demux(video=0) if p.size]
+    index = "truncated: the container's index lists video data up to byte {full} but the file has {cut} bytes"
+    riff = "truncated: the RIFF header lists {full} bytes but the file has {cut} bytes"
+    cuts = {"between_samples.mp4": (data, samples[30][0], index),
+            "inside_a_sample.mp4": (data, samples[30][0] + samples[30][1] // 2, index),
+            "one_byte_short.mp4": (data, len(data) - 1, index),
+            "between_chunks.avi": (avi_data, chunks[20] - 8, riff)}  # fmt: skip
+    for name, (whole, cut, message) in cuts.items():
+        path = tmp_path / name
+        path.write_bytes(whole[:cut])
+        outcome = assert_same_outcome(path, tmp_path)
+        why = message.format(full=len(whole), cut=cut)
+        assert outcome == why, name
+        assert StreamSource(str(path)).truncation == why, name
+        proc = run_tool("stream", path, tmp_path / "s.raw", check=False)
+        assert proc.returncode == 2 and proc.stderr.decode().strip().endswith(f" frames ({why})"), proc.stderr
+    for path, n in ((full, 60), (avi, 40)):
+        outcome = assert_same_outcome(path, tmp_path)
+        assert not isinstance(outcome, str) and outcome[0] == n, path.name
 
 
 def test_frame_index_out_of_range_is_an_error(corpus: dict[str, Path], tmp_path: Path) -> None:

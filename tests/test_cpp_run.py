@@ -117,8 +117,8 @@ def test_windows_of_a_wrong_packet_index_equal_vtc_deploy_stream(cpp_artifact: P
 
 def test_edit_list_file_is_complete_in_both_runtimes(cpp_artifact: Path, edit_list_video: Path) -> None:
     """conftest.edit_list_video: the header lists 40 frames, 35 are shown. Files (run) and windows (stream) use the
-    35 shown frames, and the windows end without a 'truncated' error line: the demuxer delivered every packet the
-    header lists (the rule counts packets, not shown frames)."""
+    35 shown frames, and the windows end without a 'truncated' error line: the header's frame count is not the
+    truncation rule (the index lists no data past the end of the file)."""
     import av
 
     with av.open(str(edit_list_video)) as container:
@@ -137,6 +137,40 @@ def test_edit_list_file_is_complete_in_both_runtimes(cpp_artifact: Path, edit_li
         if mode == "stream":
             assert [o["window"]["end_frame"] for o in got] == list(range(8, 36, 2))  # default stride: 8 / 4
         assert_same_objects(got, objects(theirs.stdout))
+
+
+def test_truncation_rule_equal_in_both_runtimes(cpp_artifact: Path, tmp_path: Path) -> None:
+    """One truncation rule (the index lists video data past the end of the file; header frame counts are not used) in
+    both runtimes, for files (run) and windows (stream): an AVI whose headers claim three times its 40 frames is read
+    completely without an error; an MP4 cut between two samples (a plain decode gives 30 frames without an error) is
+    one error object in run and its 30 frames' windows, then the same error object, in stream."""
+    import av
+
+    from tests.conftest import moving_square, write_video
+    from tests.test_video_corpus import N, encode, patch_avi_frame_count, scene
+
+    wrong_count = patch_avi_frame_count(encode(tmp_path / "wrong_count.avi", scene(), "mpeg4"), 3 * N)
+    full = write_video(tmp_path / "full.mp4", moving_square(60), container_options={"movflags": "faststart"})
+    with av.open(str(full)) as container:
+        cut = [p.pos for p in container.demux(video=0) if p.size][30]
+    truncated = tmp_path / "cut_between_samples.mp4"
+    truncated.write_bytes(full.read_bytes()[:cut])
+    modes = (("run", [], ["--backend", "onnxruntime"]), ("stream", ["--window", "8"], []))
+    for path, frames in ((wrong_count, N), (truncated, 30)):
+        for mode, options, python_only in modes:
+            common = ["--model", str(cpp_artifact), "--json", *options]
+            ours = vtc_run(*common, str(path))
+            theirs = run_cli(mode, *common, *python_only, str(path))
+            got, ref = objects(ours.stdout), objects(theirs.stdout)
+            assert ours.returncode == theirs.returncode == (0 if path == wrong_count else 1), (mode, ours.stderr)
+            assert [o["error"] for o in got] == [o["error"] for o in ref], (path.name, mode)
+            assert_same_objects(got, ref)
+            if mode == "stream":
+                assert [o["window"]["end_frame"] for o in got if o["window"]] == list(range(8, frames + 1, 2))
+            if path == truncated:
+                assert "truncated: the container's index lists video data" in got[-1]["error"], (mode, got[-1])
+            else:
+                assert all(o["error"] is None for o in got), mode
 
 
 def test_bad_files_give_error_objects_and_exit_1(
@@ -256,7 +290,7 @@ def test_windows_of_bad_files_end_with_an_error_object(cpp_artifact: Path, bad_f
 
 def test_stream_end_of_a_file_equals_vtc_deploy_stream(cpp_artifact: Path, bad_files: dict[str, Path]) -> None:
     """How a file's timeline ends, as vtc_deploy.streaming: a file without frames prints nothing and succeeds; a file
-    whose header lists more frames than it holds ends with the same error line (the truncation count)."""
+    whose index lists video data past its end ends with the same error line (the file reader's truncation rule)."""
     common = ["--model", str(cpp_artifact), "--json", "--window", "8"]
     for name in ("zero_frames", "truncated_faststart"):
         ours = vtc_run(*common, str(bad_files[name]))
@@ -264,8 +298,8 @@ def test_stream_end_of_a_file_equals_vtc_deploy_stream(cpp_artifact: Path, bad_f
         assert ours.returncode == theirs.returncode, (name, ours.stderr, theirs.stderr)
         got, ref = objects(ours.stdout), objects(theirs.stdout)
         assert [(o["window"], o["error"]) for o in got] == [(o["window"], o["error"]) for o in ref], name
-        if name == "truncated_faststart":  # fewer packets than the header lists
-            assert got[-1]["error"].endswith(" of 60 frames (truncated)"), got[-1]
+        if name == "truncated_faststart":  # the index lists the 60 frames' samples, half the file is there
+            assert "frames (truncated: the container's index lists video data up to byte" in got[-1]["error"], got
     assert vtc_run(*common, str(bad_files["zero_frames"])).stdout == ""
 
 
@@ -283,7 +317,7 @@ def test_cpp_header_stream_loop_equals_python_streaming(cpp_artifact: Path, tmp_
     raw.write_bytes(frames.tobytes())
 
     class Frames:  # a StreamSource over frames in memory
-        name, live, fps, declared_frames, frames_read = "raw", False, 25.0, 0, 0
+        name, live, fps, truncation, frames_read = "raw", False, 25.0, None, 0
 
         def frames(self) -> Any:
             yield from enumerate(frames)

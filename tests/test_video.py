@@ -70,6 +70,29 @@ def test_bad_files_raise_video_decode_error_naming_the_file(
     assert message.startswith(str(path)) and "\n" not in message
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_file_cut_between_samples_is_truncated_not_fewer_frames(
+    make_video: Callable[..., Path], tmp_path: Path, suffix: str
+) -> None:
+    """A file cut exactly between two samples decodes, plainly, to fewer frames without an error; the reader refuses
+    it (the MP4 sample table / the AVI RIFF header lists more than the file holds), every decoder alike; the whole file
+    reads. tests/test_cpp_rules.py pins the C++ reader to the same rule and words."""
+    mp4 = {"codec": "libx264", "container_options": {"movflags": "faststart"}}  # the index first: cut, it remains
+    full = make_video(48, name=f"full{suffix}", **(mp4 if suffix == ".mp4" else {"codec": "mpeg4"}))
+    data = full.read_bytes()
+    with av.open(str(full)) as container:
+        cut = [p.pos for p in container.demux(video=0) if p.size][24] - (8 if suffix == ".avi" else 0)  # AVI: header
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(data[:cut])
+    assert len(pyav_all_frames(path)) < 48  # the plain decode raises nothing
+    lists = "the container's index lists video data up to byte" if suffix == ".mp4" else "the RIFF header lists"
+    for decoder in ("auto", *DECODERS):
+        with pytest.raises(VideoDecodeError, match=f"truncated: {lists} {len(data)}.* the file has {cut} bytes"):
+            open_video(path, decoder=decoder)  # type: ignore[arg-type]
+    with open_video(full) as reader:
+        assert reader.info.num_frames == 48
+
+
 def test_absurd_resolution_refused_before_decoding(real_videos: list[Path]) -> None:
     with pytest.raises(VideoDecodeError, match=r"1280x720 exceeds the limit of 100000 pixels"):
         open_video(real_videos[1], max_pixels=100_000)

@@ -10,15 +10,15 @@ T)`` within the window, centre crop, the temporal head over their embeddings. Fr
 ``frames.onnx``; windows that share sampled frames reuse the cached embeddings; ``head.onnx`` (the temporal head and
 the classifier) runs per window. Frames are turned upright by the display rotation as in ``video.py``
 (``autorotate=False``: stored frames). Live sources (pipes, network URLs, devices, growing files) have no natural end:
-when they stop, the timeline ends with an error line. A file ends normally at its last frame, unless the demuxer
-delivered fewer whole video packets than its header lists frames (truncated). Packets, not frames: an MP4 edit
-list's discarded frames and hidden frames (decoded, never shown) are in the header's count, and a complete file that
-has them is not truncated.
+when they stop, the timeline ends with an error line. A file ends normally at its last frame, unless it is truncated
+by ``video.py``'s rule (its index lists video data past its end; header frame counts are not used): then its frames
+are classified and an error line follows.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rotate
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rotate, truncation
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -103,22 +103,20 @@ class StreamSource:
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
-        self.declared_frames = 0 if self.live else int(stream.frames or 0)
+        # why a file (not a live source) is truncated: video.py's rule
+        self.truncation = truncation(source, stream, os.path.getsize(source)) if self._regular_file() else None
         w, h = stream.codec_context.width, stream.codec_context.height
         if w and h and w * h > max_pixels:
             self._container.close()
             raise VideoDecodeError(f"frame size {w}x{h} exceeds the limit of {max_pixels} pixels", path=source)
         self.frames_read = 0
-        self.packets_read = 0  # whole video packets demuxed (a sample cut short where the file ends is not one)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, uint8 [H, W, 3])`` until the source ends; decoding errors raise ``VideoDecodeError``."""
         import av
 
         try:
-            for packet in self._container.demux(video=0):  # container.decode(video=0), counting the packets
-                if packet.size and not packet.is_corrupt:
-                    self.packets_read += 1
+            for packet in self._container.demux(video=0):  # container.decode(video=0)
                 for frame in packet.decode():
                     rgb = np.asarray(frame.to_ndarray(format="rgb24"))
                     self.rotation = display_rotation(frame)
@@ -128,6 +126,9 @@ class StreamSource:
             raise VideoDecodeError(
                 f"stream failed after {self.frames_read} frames ({one_line(exc)})", path=self.name
             ) from None
+
+    def _regular_file(self) -> bool:
+        return not self.live and os.path.isfile(self.name)
 
     def close(self) -> None:
         self._container.close()
@@ -207,8 +208,7 @@ class StreamClassifier:
 
     def run(self, source: StreamSource, *, window: int, stride: int, topk: int = 5) -> Iterator[WindowResult]:
         """Windows ``[k*stride, k*stride + window)`` for k = 0, 1, ... as each becomes complete; then, for a live
-        source, an error result saying where it stopped, and for a file with fewer packets than its header lists
-        frames, one saying it is truncated."""
+        source, an error result saying where it stopped, and for a truncated file, one saying so."""
         spec = self.artifact.spec
         t = spec.frames
         offsets = uniform_indices(window, t)[0]  # [T] sampled positions inside a window
@@ -247,12 +247,9 @@ class StreamClassifier:
             yield WindowResult(
                 source.name, error=f"{source.name}: the stream stopped after {source.frames_read} frames{seconds}"
             )
-        elif source.declared_frames and source.packets_read < source.declared_frames:
-            yield WindowResult(
-                source.name,
-                error=f"{source.name}: the file ended after {source.frames_read} of "
-                f"{source.declared_frames} frames (truncated)",
-            )
+        elif source.truncation:
+            ended = f"the file ended after {source.frames_read} frames"
+            yield WindowResult(source.name, error=f"{source.name}: {ended} ({source.truncation})")
 
     def _classify(
         self,

@@ -35,6 +35,17 @@ counts, packet counts and timestamps are not the definition; they are used only 
 If the sequential count differs from the count reported at open, ``get_frames_at`` raises ``FrameCountChanged`` (a
 ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
 
+**Truncated files** (the same rule in the C++ runtime, runtimes/cpp/src/rules/decode.cpp): a file is truncated, and
+bad, when the container's index lists video data past the end of the file -- the end of the furthest entry
+(``pos + size``: MP4 sample table, Matroska cues, AVI idx1) is beyond the file's size -- or when an AVI's RIFF header
+declares more bytes than the file has (its idx1 index comes last: cut off with the file). It is checked at open, before
+any packet is read, and does not depend on where the cut falls: a file cut between two samples would otherwise
+decode without an error to fewer frames, one cut inside a sample fails in the decoder (or not, depending on the codec
+and the FFmpeg version). Header frame counts are not used: they disagree with the plain decode on valid files (an AV1
+MP4 with a zero-byte temporal-delimiter sample lists 41 frames and shows 40; AVI headers can be plain wrong). A cut
+file with neither (Matroska with its cues at the end, MPEG-TS, FLV) is bad only if demuxing or decoding fails; an MP4
+whose ``moov`` came last loses it with the cut ("not a video file").
+
 **Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
 counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
 only when it is a multiple of 90 (``np.rot90(frame, k=angle // 90)``), which is what FFmpeg's ``autorotate`` shows.
@@ -290,6 +301,9 @@ class _Source:
                 )
             if self.declared > MAX_FRAMES:
                 raise VideoDecodeError(f"header declares {self.declared} frames (limit {MAX_FRAMES})", path=path)
+            why = truncation(path, stream, size)
+            if why is not None:
+                raise VideoDecodeError(why, path=path)
             self.packets: list[_Packet] = []
             self._kept: list[Any] | None = []
             self._read_packets(stream)
@@ -396,6 +410,23 @@ class _Source:
         if self.container is not None:
             self.container.close()
             self.container = None
+
+
+def truncation(path: str, stream: Any, size: int) -> str | None:
+    """Why the file ``path`` of ``size`` bytes is truncated (module docstring), ``None`` when it is complete: the
+    container's index lists video data past its end (FFmpeg's ``AVIndexEntry`` ``pos + size`` of ``stream``: the MP4
+    sample table, Matroska cues, an AVI idx1 index), or its RIFF header (AVI) declares more bytes than it has. The
+    C++ runtime's ``Decoder::truncation`` is the same rule with the same words."""
+    end = max((int(e.pos) + int(e.size) for e in stream.index_entries if e.pos >= 0), default=0)
+    if end > size:
+        return f"truncated: the container's index lists video data up to byte {end} but the file has {size} bytes"
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        end = 8 + int.from_bytes(head[4:8], "little")
+        if end > size:
+            return f"truncated: the RIFF header lists {end} bytes but the file has {size} bytes"
+    return None
 
 
 def _nal_format(codec: str, extradata: bytes) -> int:

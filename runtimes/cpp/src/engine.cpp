@@ -912,17 +912,15 @@ void run_stream_source(Engine* engine, const std::string& source, const std::str
     return;
   }
   // The end, as vtc_deploy.streaming.StreamClassifier.run: a live source has no natural end (an error line says
-  // where it stopped); a file ends normally at its last frame unless its header lists more frames than the demuxer
-  // delivered whole packets (truncated; an edit list's discarded frames are packets too). A file without frames
-  // prints nothing.
+  // where it stopped); a file ends normally at its last frame unless it is truncated (its index lists video data past
+  // its end: rules::FrameStream::truncation, the file reader's rule). A file without frames prints nothing.
   const int64_t n = stream->frames_read();
   if (live) {
     char seconds[64] = "";
     if (fps > 0) std::snprintf(seconds, sizeof seconds, " (%.2f s)", static_cast<double>(n) / fps);
     error_result(VTC_ERR_DECODE, source + ": the stream stopped after " + std::to_string(n) + " frames" + seconds);
-  } else if (stream->declared_frames() > 0 && stream->packets_read() < stream->declared_frames()) {
-    error_result(VTC_ERR_DECODE, source + ": the file ended after " + std::to_string(n) + " of " +
-                                     std::to_string(stream->declared_frames()) + " frames (truncated)");
+  } else if (const std::string why = stream->truncation(); !why.empty()) {
+    error_result(VTC_ERR_DECODE, source + ": the file ended after " + std::to_string(n) + " frames (" + why + ")");
   }
 }
 

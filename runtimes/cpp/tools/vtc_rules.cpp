@@ -9,8 +9,8 @@
 //                                                             (after a FrameCountChanged: its message on stderr, the
 //                                                             corrected info line, and the same indices read again)
 //   vtc-rules stream <source> <out.raw>                       every frame in order; prints one JSON line per frame
-//                                                             (a source without frames, or with fewer than its
-//                                                             header lists, is an error here)
+//                                                             (a source without frames, or a truncated file after
+//                                                             its frames, is an error here)
 //   vtc-rules resize <in.raw> <h> <w> <out_h> <out_w> <out.raw>
 //   vtc-rules preprocess <in.raw> <n> <h> <w> <resize> <size> <crops> <out.raw>   [crops, n, size, size, 3]
 //   vtc-rules tokenize [<context_length>]   stdin: one text per line as hex of its UTF-8; stdout: a line of ids each
@@ -153,9 +153,9 @@ int run(std::vector<std::string> args) {
     }
     if (!out) throw Error(Error::Kind::input, args[2] + ": cannot write");
     if (stream->frames_read() == 0) throw Error(Error::Kind::decode, args[1] + ": video has no frames");
-    if (stream->packets_read() < stream->declared_frames()) {
-      throw Error(Error::Kind::decode, args[1] + ": the file ended after " + std::to_string(stream->frames_read()) +
-                                           " of " + std::to_string(stream->declared_frames()) + " frames (truncated)");
+    if (const std::string why = stream->truncation(); !why.empty()) {
+      const std::string frames = std::to_string(stream->frames_read());
+      throw Error(Error::Kind::decode, args[1] + ": the file ended after " + frames + " frames (" + why + ")");
     }
   } else if (cmd == "resize" && args.size() == 7) {
     const int h = to_int(args[2]), w = to_int(args[3]), oh = to_int(args[4]), ow = to_int(args[5]);

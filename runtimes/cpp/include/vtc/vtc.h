@@ -225,9 +225,9 @@ VTC_API int vtc_stream_close(vtc_stream* stream);
  * `window`/`stride` are frames ("16") or seconds ("2s", needs the stream's frame rate), as `vtc-deploy run
  * --window`. Every window goes to `callback`; a source that cannot be opened or fails part-way ends with one
  * result whose status != VTC_OK, and so does a live source (`live` = 1; -1: pipes, URLs and /dev/video* are live)
- * when it stops, and a file that ends before the frame count its header lists ("ended after R of D frames
- * (truncated)"; packets are counted, so an edit list's discarded frames do not make a complete file truncated). A
- * file without frames gives no results. Returns VTC_ERR_ARGUMENT for a bad window/stride, else
+ * when it stops, and a truncated file, whose index lists video data past its end, after its frames ("the file ended
+ * after R frames (truncated: ...)"; the file reader's rule: header frame counts are not used). A file without frames
+ * gives no results. Returns VTC_ERR_ARGUMENT for a bad window/stride, else
  * VTC_OK. */
 VTC_API int vtc_classify_stream(vtc_classifier* clf, const char* source, const char* window, const char* stride,
                                 int topk, int live, vtc_result_callback callback, void* user);

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -468,6 +469,42 @@ class Decoder {
   // gives (tests/test_cpp_run.py); Debian's FFmpeg 5.1 would fail on the short packet instead.
   void end_at_short_packet() { end_at_short_packet_ = true; }
 
+  // The rule for truncated files (vtc_deploy.video.truncation, the same words): the container's index (MP4 sample
+  // table, Matroska cues, AVI idx1) lists video data past the end of the file, or an AVI's RIFF header declares more
+  // bytes than the file has. The reason, or "" for a complete file and for a source that is not a regular file
+  // (pipes, URLs, devices). Header frame counts are not used: they disagree with the plain decode on valid files.
+  std::string truncation() const {
+    if (file_size_ < 0) return "";
+    const std::string size = std::to_string(file_size_);
+    int64_t end = 0;
+    const int entries = avformat_index_get_entries_count(stream_);
+    for (int i = 0; i < entries; ++i) {
+      const AVIndexEntry* e = avformat_index_get_entry(stream_, i);
+      if (e != nullptr && e->pos >= 0) end = std::max(end, e->pos + e->size);
+    }
+    if (end > file_size_) {
+      return "truncated: the container's index lists video data up to byte " + std::to_string(end) +
+             " but the file has " + size + " bytes";
+    }
+    unsigned char head[12] = {};
+    std::ifstream in(path_, std::ios::binary);
+    if (in.read(reinterpret_cast<char*>(head), sizeof head) && std::memcmp(head, "RIFF", 4) == 0 &&
+        std::memcmp(head + 8, "AVI ", 4) == 0) {
+      const int64_t riff = 8 + (static_cast<int64_t>(head[4]) | static_cast<int64_t>(head[5]) << 8 |
+                                static_cast<int64_t>(head[6]) << 16 | static_cast<int64_t>(head[7]) << 24);
+      if (riff > file_size_) {
+        return "truncated: the RIFF header lists " + std::to_string(riff) + " bytes but the file has " + size +
+               " bytes";
+      }
+    }
+    return "";
+  }
+  // Files are read only when complete: checked at open, before any packet is read (vtc_deploy.video._Source).
+  void check_not_truncated() const {
+    const std::string why = truncation();
+    if (!why.empty()) fail(path_, why);
+  }
+
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
@@ -488,6 +525,7 @@ class Decoder {
     if (::stat(path_.c_str(), &st) != 0) fail(path_, "no such file");
     if (!S_ISREG(st.st_mode)) fail(path_, "not a regular file");
     if (st.st_size == 0) fail(path_, "empty file (0 bytes)");
+    file_size_ = static_cast<int64_t>(st.st_size);
   }
 
   // Sends the next packet of the stream (or the flush) to the decoder.
@@ -536,6 +574,7 @@ class Decoder {
   double fps_ = 0.0;
   int64_t declared_frames_ = 0;
   int64_t max_pixels_ = 0;
+  int64_t file_size_ = -1;  // regular files (check_file), else unknown
   int64_t packets_ = 0;
   int64_t frames_out_ = 0;
   bool flushed_ = false;
@@ -681,6 +720,7 @@ class FileReader final : public VideoReader {
   void count_sequential() {
     // Counting pass: a plain sequential decode without colour conversion.
     Decoder counter(path_, path_, opts_, true);
+    counter.check_not_truncated();
     int frame_w = 0, frame_h = 0;
     while (const AVFrame* f = counter.next()) {
       if (frame_w == 0) frame_w = f->width, frame_h = f->height;
@@ -690,10 +730,6 @@ class FileReader final : public VideoReader {
       }
     }
     if (counter.frames_out() == 0) fail(path_, "video has no frames");
-    if (counter.declared_frames() > 0 && counter.packets() < counter.declared_frames()) {
-      fail(path_, "truncated: the header lists " + std::to_string(counter.declared_frames()) +
-                      " frames but only " + std::to_string(counter.packets()) + " are in the file");
-    }
     info_.num_frames = counter.frames_out();
     info_.indexed = false;
     set_geometry(counter, frame_w, frame_h);
@@ -762,6 +798,7 @@ class FileReader final : public VideoReader {
   // info_ set. False: use the sequential path (also for every failure here; that path reports bad files).
   bool open_indexed() {
     auto src = std::make_unique<Decoder>(path_, path_, opts_, true);
+    src->check_not_truncated();
     const std::string format = src->format_name();
     bool container = false;
     for (const char* name : {"mov", "mp4", "matroska", "webm"}) {
@@ -1033,8 +1070,7 @@ class Stream final : public FrameStream {
 
   double fps() const override { return decoder_.fps(); }
   int64_t frames_read() const override { return decoder_.frames_out(); }
-  int64_t declared_frames() const override { return std::max<int64_t>(0, decoder_.declared_frames()); }
-  int64_t packets_read() const override { return decoder_.packets(); }
+  std::string truncation() const override { return decoder_.truncation(); }
 
  private:
   Decoder decoder_;

@@ -83,12 +83,12 @@ class FrameStream {
   // all: the caller decides, as vtc_deploy.streaming, which prints nothing for such a file). Throws Error.
   virtual bool next(std::vector<uint8_t>* rgb, int* height, int* width, double* pts_seconds) = 0;
   virtual double fps() const = 0;  // average frame rate from the container (0 when unknown)
-  virtual int64_t frames_read() const = 0;      // frames returned so far
-  virtual int64_t declared_frames() const = 0;  // frame count in the container header (0 when it has none)
-  // Whole video packets demuxed so far (a sample cut short where the file ends is not one): a file is truncated when
-  // this ends below declared_frames() -- packets, not frames, as an edit list's discarded frames and hidden frames
-  // are in the header's count but never shown (vtc_deploy.streaming).
-  virtual int64_t packets_read() const = 0;
+  virtual int64_t frames_read() const = 0;  // frames returned so far
+  // Why the file is truncated ("truncated: the container's index lists video data up to byte E but the file has S
+  // bytes", or an AVI's RIFF header lists more bytes than the file has), "" when it is complete or not a regular
+  // file: VideoReader's rule, which refuses such a file at open; streaming returns its frames and then reports it
+  // (vtc_deploy.streaming).
+  virtual std::string truncation() const = 0;
   virtual ~FrameStream();
 };
 
