@@ -32,7 +32,7 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frames, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rotate, truncation
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rgb_frame, rotate, truncation
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -118,7 +118,7 @@ class StreamSource:
         try:
             for packet in self._container.demux(video=0):  # container.decode(video=0)
                 for frame in packet.decode():
-                    rgb = np.asarray(frame.to_ndarray(format="rgb24"))
+                    rgb = rgb_frame(frame)
                     self.rotation = display_rotation(frame)
                     yield self.frames_read, rotate(rgb, self.rotation) if self.autorotate else rgb
                     self.frames_read += 1
