@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from _videos import DATA, REAL, cpu_model
 
+from vtc_deploy.inputs import read_views
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import sample_indices
 from vtc_deploy.spec import InputSpec
@@ -89,10 +90,9 @@ def plain_sequential(path: Path, indices: np.ndarray, spec: InputSpec) -> tuple[
 
 
 def ours(path: Path, decoder: str, spec: InputSpec, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    with open_video(path, decoder=decoder, num_threads=1) as reader:  # type: ignore[arg-type]
-        indices = sample_indices(reader.info.num_frames, 8, rule=rule).reshape(-1)  # type: ignore[arg-type]
-        frames = reader.get_frames_at(indices)
-    return preprocess_frames(frames, spec, 1), indices
+    """The runtime's input path as it is (``read_views``: each sampled frame preprocessed as it is decoded)."""
+    views = read_views(path, frames=8, input_spec=spec, rule=rule, decoder=decoder, threads=1)  # type: ignore[arg-type]
+    return views.video, views.indices.reshape(-1)
 
 
 def decord_raw(path: Path, spec: InputSpec, rule: str) -> tuple[np.ndarray, np.ndarray]:

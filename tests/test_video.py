@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -13,9 +14,10 @@ import pytest
 from tests.conftest import REAL_FACTS
 from vtc_deploy.errors import UsageError, VideoDecodeError
 from vtc_deploy.inputs import read_views
+from vtc_deploy.preprocess import preprocess_frame, preprocess_frames
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
-from vtc_deploy.video import ArrayVideo, open_video
+from vtc_deploy.video import ArrayVideo, open_video, read_clip
 
 DECODERS = ["decord", "pyav"]
 
@@ -114,6 +116,44 @@ def test_array_video_and_views() -> None:
     assert views.video.shape == (6, 8, 224, 224, 3) and views.indices.shape == (2, 8)
     with pytest.raises(VideoDecodeError, match="uint8"):
         ArrayVideo(frames.astype(np.float32))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_frames_preprocessed_as_decoded_equal_the_stacked_path(real_videos: list[Path], decoder: str) -> None:
+    """``map_frames_at`` (what ``read_views`` uses: each frame preprocessed as it is decoded) gives, in the order asked,
+    what ``get_frames_at`` + ``preprocess_frames`` give, calling the function once per distinct frame."""
+    spec = InputSpec()
+    seen: list[tuple[int, ...]] = []
+
+    def views(frame: np.ndarray) -> np.ndarray:
+        seen.append(frame.shape)
+        return preprocess_frame(frame, spec, 3)
+
+    for path in real_videos:
+        with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+            n = reader.info.num_frames
+            idx = [n - 1, 3, 0, 3, n // 2, n - 1]
+            seen.clear()
+            got = reader.map_frames_at(idx, views)
+            assert len(seen) == len(set(idx)) and len(got) == len(idx)
+            expected = preprocess_frames(reader.get_frames_at(idx), spec, 3)  # [3, N, S, S, 3]
+            assert np.array_equal(np.stack(got, axis=1), expected), path.name
+        for clips, crops in ((1, 1), (3, 3)):
+            v = read_views(path, frames=8, input_spec=spec, clips=clips, crops=crops, decoder=decoder)  # type: ignore[arg-type]
+            frames = read_clip(path, v.indices.reshape(-1), decoder=decoder)
+            stacked = preprocess_frames(frames, spec, crops).reshape(crops * clips, 8, 224, 224, 3)
+            assert np.array_equal(v.video, stacked), (path.name, clips, crops)
+
+
+def test_frame_of_another_size_is_a_decode_error_naming_the_file() -> None:
+    class Growing(ArrayVideo):
+        def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], Any]) -> list[Any]:
+            return [fn(np.zeros((10 + i, 12, 3), np.uint8)) for i in indices]
+
+    reader = Growing(np.zeros((4, 10, 12, 3), np.uint8), name="grow.mp4")
+    assert reader.get_frames_at([0]).shape == (1, 10, 12, 3)
+    with pytest.raises(VideoDecodeError, match=r"grow\.mp4: decoded frames are \[11, 12, 3\], expected 10x12x3"):
+        reader.map_frames_at([0, 1], lambda f: f)
 
 
 @pytest.mark.slow

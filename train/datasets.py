@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,14 +32,16 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from vtc_deploy.errors import DataError, VideoDecodeError, VtcError
-from vtc_deploy.inputs import read_views
-from vtc_deploy.preprocess import preprocess_frames, to_float
-from vtc_deploy.sampling import sample_indices, train_indices
+from vtc_deploy.inputs import read_views, reader_views
+from vtc_deploy.preprocess import to_float
+from vtc_deploy.sampling import train_indices
 from vtc_deploy.spec import Crops, InputSpec, SamplingRule
 from vtc_deploy.video import DecoderName, VideoInfo, VideoReader, open_video
 
 from .augment import ClipAugment
 from .config import DataConfig, ListFormat
+
+R = TypeVar("R")
 
 log = logging.getLogger("vtc_deploy.train")
 SHOWN = 3  # how many offending entries an error message names
@@ -211,8 +213,8 @@ class FrameDirectory(VideoReader):
         except (OSError, ValueError) as exc:
             raise VideoDecodeError(f"cannot read frame {k} ({exc.__class__.__name__}: {exc})", path=path) from None
 
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
-        return np.stack([self._read(k) for k in indices])
+    def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
+        return [fn(self._read(k)) for k in indices]
 
 
 def open_sample(sample: Sample, data: DataConfig) -> VideoReader:
@@ -303,12 +305,15 @@ class EvalViews(Dataset[Any]):
                 crops=self.crops,
                 decoder=self.data.decoder,
             ).video
-        with open_sample(sample, self.data) as reader:  # frame directories: the same three steps as read_views
-            indices = sample_indices(reader.info.num_frames, self.data.frames, rule=self.rule, clips=self.clips)
-            decoded = reader.get_frames_at(indices.reshape(-1))  # [K*T, H, W, 3]
-        views = preprocess_frames(decoded, self.input, self.crops)  # [crops, K*T, S, S, 3]
-        s = self.input.size
-        return views.reshape(self.crops * self.clips, self.data.frames, s, s, 3)  # crop-major, as read_views
+        with open_sample(sample, self.data) as reader:  # frame directories: the same steps as read_views
+            return reader_views(
+                reader,
+                frames=self.data.frames,
+                input_spec=self.input,
+                rule=self.rule,
+                clips=self.clips,
+                crops=self.crops,
+            ).video
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | Failed:
         sample = self.samples[index]

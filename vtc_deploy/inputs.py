@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vtc_deploy.preprocess import preprocess_frames, to_float
+from vtc_deploy.preprocess import preprocess_frame, to_float
 from vtc_deploy.sampling import sample_indices
 from vtc_deploy.spec import ArtifactSpec, Crops, InputSpec, SamplingRule, check_crops
 from vtc_deploy.video import (
@@ -66,22 +66,43 @@ def read_views(
     """Decode, sample (test rule) and preprocess one video. Raises ``VideoDecodeError`` naming the file.
 
     Every view's frames are read in one pass over the file; a reader that corrects its frame count while reading
-    (``FrameCountChanged``) is sampled again with the corrected count."""
+    (``FrameCountChanged``) is sampled again with the corrected count (``reader_views``)."""
     reader: VideoReader
     if isinstance(source, np.ndarray):
         reader = ArrayVideo(source, name=name or source_name(source))
     else:
         reader = open_video(source, decoder=decoder, num_threads=threads, max_pixels=max_pixels, autorotate=autorotate)
     with reader:
-        indices = sample_indices(reader.info.num_frames, frames, rule=rule, clips=clips, window=window)  # [K, T]
-        try:
-            decoded = reader.get_frames_at(indices.reshape(-1))  # [K*T, H, W, 3]
-        except FrameCountChanged as changed:
-            indices = sample_indices(changed.info.num_frames, frames, rule=rule, clips=clips, window=window)
-            decoded = reader.get_frames_at(indices.reshape(-1))
-    views = preprocess_frames(decoded, input_spec, crops)  # [crops, K*T, S, S, 3]
+        return reader_views(
+            reader, frames=frames, input_spec=input_spec, rule=rule, clips=clips, crops=crops, window=window, name=name
+        )
+
+
+def reader_views(
+    reader: VideoReader,
+    *,
+    frames: int,
+    input_spec: InputSpec,
+    rule: SamplingRule = "uniform",
+    clips: int = 1,
+    crops: Crops = 1,
+    window: int = 128,
+    name: str | None = None,
+) -> Views:
+    """``read_views`` of an open reader (the caller closes it). Each sampled frame is preprocessed as it is decoded:
+    only the views are kept, never every full-size frame at once."""
+
+    def views_of(frame: np.ndarray) -> np.ndarray:
+        return preprocess_frame(frame, input_spec, crops)  # [crops, S, S, 3]
+
+    indices = sample_indices(reader.info.num_frames, frames, rule=rule, clips=clips, window=window)  # [K, T]
+    try:
+        per_frame = reader.map_frames_at(indices.reshape(-1), views_of)  # K*T x [crops, S, S, 3]
+    except FrameCountChanged as changed:
+        indices = sample_indices(changed.info.num_frames, frames, rule=rule, clips=clips, window=window)
+        per_frame = reader.map_frames_at(indices.reshape(-1), views_of)
     s = input_spec.size
-    video = views.reshape(crops * clips, frames, s, s, 3)  # [V, T, S, S, 3], crop-major
+    video = np.stack(per_frame, axis=1).reshape(check_crops(crops) * clips, frames, s, s, 3)  # [V, T, S, S, 3]
     return Views(name=name or reader.info.path, video=video, indices=indices, info=reader.info)
 
 

@@ -45,20 +45,27 @@ def crop_offsets(width: int, height: int, size: int, crops: Crops) -> list[tuple
     return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]
 
 
-def preprocess_frames(frames: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
-    """Decoded RGB frames ``uint8 [N, H, W, 3]`` -> ``uint8 [crops, N, size, size, 3]``."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise UsageError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}")
-    n, height, width, _ = frames.shape
+def preprocess_frame(frame: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
+    """One decoded RGB frame ``uint8 [H, W, 3]`` -> its views ``uint8 [crops, size, size, 3]``."""
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise UsageError(f"expected a uint8 [H, W, 3] frame, got {frame.dtype} {list(frame.shape)}")
+    height, width, _ = frame.shape
     size = spec.size
     new_size = resized_size(width, height, spec.resize)
     offsets = crop_offsets(*new_size, size, crops)
-    resample = _PIL_FILTERS[spec.interpolation]
-    out = np.empty((len(offsets), n, size, size, 3), dtype=np.uint8)  # [V, N, S, S, 3]
+    resized = np.asarray(Image.fromarray(frame).resize(new_size, _PIL_FILTERS[spec.interpolation]))  # [h', w', 3]
+    return np.stack([resized[y : y + size, x : x + size] for x, y in offsets])
+
+
+def preprocess_frames(frames: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
+    """Decoded RGB frames ``uint8 [N, H, W, 3]`` -> ``uint8 [crops, N, size, size, 3]`` (``preprocess_frame`` of
+    each)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise UsageError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype} {list(frames.shape)}")
+    n = frames.shape[0]
+    out = np.empty((check_crops(crops), n, spec.size, spec.size, 3), np.uint8)  # [V, N, S, S, 3]
     for i in range(n):
-        resized = np.asarray(Image.fromarray(frames[i]).resize(new_size, resample))  # [h', w', 3]
-        for v, (x, y) in enumerate(offsets):
-            out[v, i] = resized[y : y + size, x : x + size]
+        out[:, i] = preprocess_frame(frames[i], spec, crops)
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_line
 from vtc_deploy.pipeline import Prediction, top_predictions
-from vtc_deploy.preprocess import preprocess_frames, to_float
+from vtc_deploy.preprocess import preprocess_frame, to_float
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rgb_frame, rotate, truncation
 
@@ -230,7 +230,7 @@ class StreamClassifier:
         try:
             for index, frame in source.frames():
                 if needed(index):
-                    pending.append((index, preprocess_frames(frame[None], spec.input, 1)[0, 0]))
+                    pending.append((index, preprocess_frame(frame, spec.input, 1)[0]))
                 if len(pending) >= self.batch:
                     flush()
                 while next_start + window - 1 <= index:  # the window [next_start, next_start + window) is complete

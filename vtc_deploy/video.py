@@ -1,9 +1,10 @@
 """Video decoding behind one small typed API: frame-exact PyAV decoding that decodes only what a clip needs, and decord
 as an opt-in alternative that is used only where it is exact.
 
-Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info`` and ``get_frames_at``), the definition of
-"frame k" and of the frame count, rotation, and the checks that turn every kind of bad file into one
-``VideoDecodeError`` naming the file; ``ArrayVideo`` for frames already in memory.
+Owns: opening a video (``open_video`` -> ``VideoReader`` with ``info``, ``get_frames_at`` and ``map_frames_at``: a
+function of each frame as it is decoded), the definition of "frame k" and of the frame count, rotation, and the checks
+that turn every kind of bad file into one ``VideoDecodeError`` naming the file; ``ArrayVideo`` for frames already in
+memory.
 Imports: numpy, PyAV; decord lazily (it has no aarch64 wheels). Torch-free.
 
 **Frame k and the frame count n** (the contract every runtime follows, DEPLOY_NOTES item 14): frame ``k`` is the k-th
@@ -33,8 +34,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
   wanted output positions, stopping after the last one.
 
-If the sequential count differs from the count reported at open, ``get_frames_at`` raises ``FrameCountChanged`` (a
-``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
+If the sequential count differs from the count reported at open, ``get_frames_at`` / ``map_frames_at`` raise
+``FrameCountChanged`` (a ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
 
 **Truncated files** (the same rule in the C++ runtime, runtimes/cpp/src/rules/decode.cpp): a file is truncated, and
 bad, when the container's index lists video data past the end of the file -- the end of the furthest entry
@@ -70,11 +71,11 @@ import bisect
 import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
@@ -91,6 +92,13 @@ INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
+
+
+R = TypeVar("R")
+
+
+def _same(frame: np.ndarray) -> np.ndarray:
+    return frame
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,16 @@ class VideoReader(ABC):
         """RGB frames at ``indices`` (any order, repeats allowed): ``uint8 [len(indices), H, W, 3]``.
 
         All indices are read in one pass over the file (ask for every view of a video in one call)."""
+        frames = self.map_frames_at(indices, _same)
+        if not frames:
+            return np.empty((0, self.info.height, self.info.width, 3), np.uint8)
+        return np.stack(frames)
+
+    def map_frames_at(self, indices: Sequence[int] | np.ndarray, fn: Callable[[np.ndarray], R]) -> list[R]:
+        """``fn`` of the RGB frame (``uint8 [H, W, 3]``) at each of ``indices`` (any order, repeats allowed), in the
+        order of ``indices``. ``fn`` runs once per distinct index, as soon as that frame is decoded, so that a caller
+        that keeps only what ``fn`` returns (the preprocessed views) never holds the full-size frames together.
+        All indices are read in one pass over the file, like ``get_frames_at``."""
         wanted = [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
         bad = [i for i in wanted if not 0 <= i < self.info.num_frames]
         if bad:
@@ -139,23 +157,28 @@ class VideoReader(ABC):
                 f"frame indices {bad[:5]} outside 0..{self.info.num_frames - 1}", path=self.info.path
             )
         if not wanted:
-            return np.empty((0, self.info.height, self.info.width, 3), np.uint8)
+            return []
         unique = sorted(set(wanted))
-        frames = self._frames_at_sorted(unique)  # [U, H, W, 3]
-        if frames.shape[1:] != (self.info.height, self.info.width, 3):
-            raise VideoDecodeError(
-                f"decoded frames are {list(frames.shape[1:])}, expected {self.info.height}x{self.info.width}x3 "
-                "(the frame size changes inside the stream)",
-                path=self.info.path,
-            )
+
+        def checked(frame: np.ndarray) -> R:
+            expected = (self.info.height, self.info.width, 3)
+            if frame.shape != expected:
+                raise VideoDecodeError(
+                    f"decoded frames are {list(frame.shape)}, expected {expected[0]}x{expected[1]}x3 "
+                    "(the frame size changes inside the stream)",
+                    path=self.info.path,
+                )
+            return fn(frame)
+
+        results = self._map_sorted(unique, checked)  # aligned with unique
         if wanted == unique:
-            return frames  # sorted, no repeats: no second copy
+            return results
         position = {idx: k for k, idx in enumerate(unique)}
-        return frames[[position[i] for i in wanted]]
+        return [results[position[i]] for i in wanted]
 
     @abstractmethod
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
-        """Frames at sorted unique valid indices."""
+    def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
+        """``fn`` of the frames at sorted unique valid indices, in that order."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the decoder."""
@@ -183,8 +206,8 @@ class ArrayVideo(VideoReader):
         n, h, w, _ = frames.shape
         self.info = VideoInfo(path=name, num_frames=n, fps=fps, width=w, height=h, decoder="array")
 
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
-        return self._frames[indices]
+    def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
+        return [fn(self._frames[i]) for i in indices]
 
 
 def open_video(
@@ -598,11 +621,11 @@ class PyAVReader(VideoReader):
         self._cache = cache
         return count, rotation
 
-    def _read_sequential(self, indices: list[int]) -> dict[int, np.ndarray]:
+    def _read_sequential(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> dict[int, R]:
         if self._cache is not None:
-            return {k: self._to_rgb(self._cache[k]) for k in indices}
+            return {k: fn(self._to_rgb(self._cache[k])) for k in indices}
         wanted = set(indices)
-        out: dict[int, np.ndarray] = {}
+        out: dict[int, R] = {}
         ctx = self._src.decoder(self._threads)
         count = 0
 
@@ -610,7 +633,7 @@ class PyAVReader(VideoReader):
             nonlocal count
             for frame in frames:
                 if count in wanted:
-                    out[count] = self._to_rgb(frame)
+                    out[count] = fn(self._to_rgb(frame))
                 count += 1
 
         for _, packet in self._src.iter_packets(0):
@@ -674,23 +697,27 @@ class PyAVReader(VideoReader):
                 runs.append([start, end])
         return [(a, b) for a, b in runs]
 
-    def _read_indexed(self, indices: list[int]) -> dict[int, np.ndarray]:
+    def _read_indexed(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> dict[int, R]:
         wanted_pts = {self._src.packets[self._frame_pos[k]].pts: k for k in indices}
-        out: dict[int, np.ndarray] = {}
+        out: dict[int, R] = {}
+
+        def convert(frame: Any) -> R:
+            return fn(self._to_rgb(frame))
+
         for first, last in self._runs(indices):
             chain = self._chain
             if chain is None or chain.drained or not chain.start <= first <= chain.next:
                 chain = self._new_chain(first)
-            chain.collect(wanted_pts, out, self._to_rgb)
+            chain.collect(wanted_pts, out, convert)
             for pos, packet in self._src.iter_packets(chain.next):
                 if pos > last:
                     break
                 pts = self._src.packets[pos].pts
                 skip = pts not in wanted_pts and self._src.packets[pos].disposable
                 chain.feed(pos, packet, skip=skip)
-                chain.collect(wanted_pts, out, self._to_rgb)
+                chain.collect(wanted_pts, out, convert)
             chain.drain()
-            chain.collect(wanted_pts, out, self._to_rgb)
+            chain.collect(wanted_pts, out, convert)
             problem = chain.check(self._frame_of_pts)
             if problem:
                 raise _IndexMismatch(problem)
@@ -705,23 +732,23 @@ class PyAVReader(VideoReader):
         rgb = rgb_frame(frame)  # [h, w, 3]
         return rotate(rgb, display_rotation(frame)) if self._autorotate else rgb
 
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
+    def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
         try:
             if self._indexed:
                 try:
-                    out = self._read_indexed(indices)
+                    out = self._read_indexed(indices, fn)
                 except (_IndexMismatch, self._av.error.FFmpegError):
-                    out = self._fall_back(indices)  # the definition decides whether the file is bad
+                    out = self._fall_back(indices, fn)  # the definition decides whether the file is bad
             else:
-                out = self._read_sequential(indices)
+                out = self._read_sequential(indices, fn)
         except self._av.error.FFmpegError as exc:
             raise VideoDecodeError(
                 f"cannot decode frames at {_short(indices)} ({one_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
-        return np.stack([out[k] for k in indices])
+        return [out[k] for k in indices]
 
-    def _fall_back(self, indices: list[int]) -> dict[int, np.ndarray]:
+    def _fall_back(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> dict[int, R]:
         """The index check failed: this file is read by the definition from now on."""
         self._indexed = False
         self._chain = None
@@ -734,7 +761,7 @@ class PyAVReader(VideoReader):
                 info=self.info,
             )
         self.info = replace(self.info, decoder="pyav-sequential")
-        return self._read_sequential(indices)
+        return self._read_sequential(indices, fn)
 
     def close(self) -> None:
         self._chain = None
@@ -788,7 +815,7 @@ class _Chain:
                 self.corrupt += 1
             self.outputs.append(frame)
 
-    def collect(self, wanted: dict[int | None, int], out: dict[int, np.ndarray], convert: Any) -> None:
+    def collect(self, wanted: dict[int | None, int], out: dict[int, Any], convert: Callable[[Any], Any]) -> None:
         for frame in self.outputs:
             k = wanted.get(frame.pts)
             if k is not None and k not in out:
@@ -859,7 +886,7 @@ class DecordReader(VideoReader):
             )
         self.info = replace(info, decoder="decord")
 
-    def _frames_at_sorted(self, indices: list[int]) -> np.ndarray:
+    def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
         try:
             frames = np.asarray(self._vr.get_batch(indices).asnumpy())
         except Exception as exc:
@@ -867,7 +894,7 @@ class DecordReader(VideoReader):
                 f"cannot decode frames at {_short(indices)} ({one_line(exc)}); the file is truncated or corrupt",
                 path=self.info.path,
             ) from None
-        return frames
+        return [fn(frame) for frame in frames]
 
     def close(self) -> None:
         self._vr = None
