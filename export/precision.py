@@ -30,8 +30,9 @@ exact integer result, so a gate that passed on one CPU holds on every CPU. 8-bit
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -55,6 +56,39 @@ LayerNormMode = Literal["fp32", "fp16"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 INT8_FORM_NAMES: tuple[Int8FormName, ...] = get_args(Int8FormName)  # the keys of INT8_FORMS, in its order
 WEIGHT_BITS: tuple[WeightBits, ...] = get_args(WeightBits)
+
+
+QUANTIZER_ADVICE = "Please consider to run pre-processing before quantization"  # ONNX Runtime's, on every model
+
+
+class _QuantizerLogs(logging.Filter):
+    """Records logged on the root logger itself while the quantizer runs (ONNX Runtime's quantization tools log with
+    ``logging.warning``) go to this module's logger instead: its generic advice to run its own pre-processing script
+    at debug level, anything else as it came."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        log.log(logging.DEBUG if message.startswith(QUANTIZER_ADVICE) else record.levelno, "onnxruntime: %s", message)
+        return False
+
+
+@contextlib.contextmanager
+def quantizer_logs() -> Iterator[None]:
+    """Route the quantizer's root-logger records (``_QuantizerLogs``). ``logging.warning`` on a root logger without
+    handlers would also install a stderr handler for the rest of the process (``WARNING:root:...`` lines from every
+    library afterwards): a null handler prevents that while the quantizer runs."""
+    root = logging.getLogger()
+    flt, null = _QuantizerLogs(), logging.NullHandler()
+    added = not root.handlers
+    root.addFilter(flt)
+    if added:
+        root.addHandler(null)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+        if added:
+            root.removeHandler(null)
 
 
 def in_scope(node: Any, scope: str) -> bool:
@@ -262,13 +296,14 @@ def quantize_int8(
     if spec_form.mode == "dynamic":
         gemm_to_matmul(model, nodes)
         nodes = int8_nodes(model, scope)
-        quantize_dynamic(
-            model,
-            str(dst),
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=nodes,
-            **common,
-        )
+        with quantizer_logs():
+            quantize_dynamic(
+                model,
+                str(dst),
+                op_types_to_quantize=["MatMul"],
+                nodes_to_quantize=nodes,
+                **common,
+            )
         return QuantizationSpec(
             scheme="int8 dynamic",
             scope=scope,
@@ -297,17 +332,18 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
     }
     symmetric = spec_form.activations == "int8"
-    quantize_static(
-        str(src),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        nodes_to_quantize=nodes,
-        calibrate_method=methods[method],
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibPercentile": 99.99},
-        **common,
-    )
+    with quantizer_logs():
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            nodes_to_quantize=nodes,
+            calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibPercentile": 99.99},
+            **common,
+        )
     return QuantizationSpec(
         scheme="int8 QDQ",
         scope=scope,

@@ -266,3 +266,14 @@ def test_engine_profile_and_cache_key() -> None:
     assert key == engine_key(*base) and len(key) == 20
     for i, changed in enumerate(("abd", "10.4.0", "8.9", "int8", EngineProfile(1, 8, 16))):
         assert engine_key(*base[:i], changed, *base[i + 1 :]) != key  # type: ignore[arg-type]
+
+
+def test_cli_int8_export_prints_no_onnxruntime_advice(ours_ckpt: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's quantizer logs a generic 'run pre-processing' warning through the root logger (which would also
+    install a root stderr handler for the rest of the process): the CLI shows our progress lines only."""
+    export = ["export", "--ckpt", str(ours_ckpt), "--precision", "int8", "--no-verify", "--out"]
+    proc = run_cli(*export, str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stderr and "WARNING" not in proc.stderr and "pre-processing" not in proc.stderr, proc.stderr
+    verbose = run_cli("-v", *export, str(tmp_path / "b"))
+    assert verbose.returncode == 0 and "onnxruntime: Please consider to run pre-processing" in verbose.stderr
