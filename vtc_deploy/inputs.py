@@ -102,7 +102,8 @@ def reader_views(
         indices = sample_indices(changed.info.num_frames, frames, rule=rule, clips=clips, window=window)
         per_frame = reader.map_frames_at(indices.reshape(-1), views_of)
     s = input_spec.size
-    video = np.stack(per_frame, axis=1).reshape(check_crops(crops) * clips, frames, s, s, 3)  # [V, T, S, S, 3]
+    views = np.stack(per_frame, axis=1)  # [crops, K*T, S, S, 3]
+    video = views.reshape(check_crops(crops) * clips, frames, s, s, 3)  # [V, T, S, S, 3], crop-major
     return Views(name=name or reader.info.path, video=video, indices=indices, info=reader.info)
 
 
