@@ -716,6 +716,23 @@ def test_decode_hidden_frame_falls_back_with_corrected_count(wrong_index_video: 
 # ------------------------------------------------------------------------------------------------- bad files
 
 
+CLUSTER_ID = bytes.fromhex("1f43b675")
+
+
+def _clustered(src: Path, dst: Path) -> Path:
+    """``src`` remuxed into Matroska/WebM (by ``dst``'s suffix) with a cluster every 400 ms; FFmpeg writes the cues
+    (the index) after the last cluster and the Segment size into its header."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"cluster_time_limit": "400"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
 def _faststart_mp4(path: Path, frames: int = 60) -> Path:
     import av
 
@@ -882,10 +899,19 @@ def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> No
         chunks = [p.pos for p in container.demux(video=0) if p.size]
     index = "truncated: the container's index lists video data up to byte {full} but the file has {cut} bytes"
     riff = "truncated: the RIFF header lists {full} bytes but the file has {cut} bytes"
+    segment = "truncated: the Matroska segment header lists {full} bytes but the file has {cut} bytes"
+    mkv = _clustered(full, tmp_path / "full.mkv")  # cues at the end: cut off with any cut
+    webm = _clustered(write_video(tmp_path / "vp8.webm", "libvpx", frames=60), tmp_path / "full.webm")
+    mkv_data, webm_data = mkv.read_bytes(), webm.read_bytes()
+    clusters = [i for i in range(len(mkv_data)) if mkv_data.startswith(CLUSTER_ID, i)]
+    assert len(clusters) >= 3, clusters
     cuts = {"between_samples.mp4": (data, samples[30][0], index),
             "inside_a_sample.mp4": (data, samples[30][0] + samples[30][1] // 2, index),
             "one_byte_short.mp4": (data, len(data) - 1, index),
-            "between_chunks.avi": (avi_data, chunks[20] - 8, riff)}  # fmt: skip
+            "between_chunks.avi": (avi_data, chunks[20] - 8, riff),
+            "between_clusters.mkv": (mkv_data, clusters[2], segment),
+            "inside_a_cluster.mkv": (mkv_data, (clusters[1] + clusters[2]) // 2, segment),
+            "half.webm": (webm_data, len(webm_data) // 2, segment)}  # fmt: skip
     for name, (whole, cut, message) in cuts.items():
         path = tmp_path / name
         path.write_bytes(whole[:cut])
@@ -895,7 +921,7 @@ def test_truncated_file_is_the_same_error_in_both_runtimes(tmp_path: Path) -> No
         assert StreamSource(str(path)).truncation == why, name
         proc = run_tool("stream", path, tmp_path / "s.raw", check=False)
         assert proc.returncode == 2 and proc.stderr.decode().strip().endswith(f" frames ({why})"), proc.stderr
-    for path, n in ((full, 60), (avi, 40)):
+    for path, n in ((full, 60), (avi, 40), (mkv, 60), (webm, 60)):
         outcome = assert_same_outcome(path, tmp_path)
         assert not isinstance(outcome, str) and outcome[0] == n, path.name
 

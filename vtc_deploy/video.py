@@ -40,13 +40,14 @@ If the sequential count differs from the count reported at open, ``get_frames_at
 **Truncated files** (the same rule in the C++ runtime, runtimes/cpp/src/rules/decode.cpp): a file is truncated, and
 bad, when the container's index lists video data past the end of the file -- the end of the furthest entry
 (``pos + size``: MP4 sample table, Matroska cues, AVI idx1) is beyond the file's size -- or when an AVI's RIFF header
-declares more bytes than the file has (its idx1 index comes last: cut off with the file). It is checked at open, before
+declares more bytes than the file has (its idx1 index comes last: cut off with the file), or when a Matroska/WebM
+Segment header declares more bytes than the file has (its cues usually come last). It is checked at open, before
 any packet is read, and does not depend on where the cut falls: a file cut between two samples would otherwise
 decode without an error to fewer frames, one cut inside a sample fails in the decoder (or not, depending on the codec
 and the FFmpeg version). Header frame counts are not used: they disagree with the plain decode on valid files (an AV1
 MP4 with a zero-byte temporal-delimiter sample lists 41 frames and shows 40; AVI headers can be plain wrong). A cut
-file with neither (Matroska with its cues at the end, MPEG-TS, FLV) is bad only if demuxing or decoding fails; an MP4
-whose ``moov`` came last loses it with the cut ("not a video file").
+file with none of these (Matroska written with an unknown size by a live recorder, MPEG-TS, FLV) is bad only if
+demuxing or decoding fails; an MP4 whose ``moov`` came last loses it with the cut ("not a video file").
 
 **Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
 counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
@@ -92,6 +93,9 @@ INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
+HEAD_BYTES = 4096  # read from the start of a file for the truncation rule (RIFF / EBML headers)
+EBML_MAGIC = bytes.fromhex("1a45dfa3")  # the EBML header element's ID: Matroska, WebM
+MATROSKA_SEGMENT = 0x18538067
 
 
 R = TypeVar("R")
@@ -452,12 +456,47 @@ def truncation(path: str, stream: Any, size: int) -> str | None:
     if end > size:
         return f"truncated: the container's index lists video data up to byte {end} but the file has {size} bytes"
     with open(path, "rb") as f:
-        head = f.read(12)
+        head = f.read(HEAD_BYTES)
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         end = 8 + int.from_bytes(head[4:8], "little")
         if end > size:
             return f"truncated: the RIFF header lists {end} bytes but the file has {size} bytes"
+    end = matroska_segment_end(head)
+    if end is not None and end > size:
+        return f"truncated: the Matroska segment header lists {end} bytes but the file has {size} bytes"
     return None
+
+
+def _ebml_vint(data: bytes, pos: int, *, marker: bool) -> tuple[int, int] | None:
+    """The EBML variable-size integer at ``pos``: ``(value, length in bytes)``; ``marker`` keeps the length marker
+    bit (element IDs), otherwise it is masked off (sizes). ``None`` when it is not one or does not fit in ``data``."""
+    if pos >= len(data) or data[pos] == 0:
+        return None
+    length = 9 - data[pos].bit_length()  # 1 leading bit: 1 byte ... 8 leading bits: 8 bytes
+    if pos + length > len(data):
+        return None
+    value = int.from_bytes(data[pos : pos + length], "big")
+    return (value if marker else value & ((1 << (7 * length)) - 1)), length
+
+
+def matroska_segment_end(head: bytes) -> int | None:
+    """Where the Segment of a Matroska/WebM file ends by its header (the EBML header, then the Segment element with its
+    size): ``None`` when ``head`` (the first bytes of the file) is not Matroska or the size is "unknown" (live
+    recordings). Muxers that can seek (FFmpeg, mkvmerge) write the size, and a file cut between two clusters is
+    otherwise a valid shorter file: its cues (the index), written last, are gone with the cut."""
+    if head[:4] != EBML_MAGIC:
+        return None
+    header = _ebml_vint(head, 4, marker=False)
+    if header is None:
+        return None
+    pos = 4 + header[1] + header[0]
+    element = _ebml_vint(head, pos, marker=True)
+    if element is None or element[0] != MATROSKA_SEGMENT:
+        return None
+    segment = _ebml_vint(head, pos + element[1], marker=False)
+    if segment is None or segment[0] == (1 << (7 * segment[1])) - 1:
+        return None
+    return pos + element[1] + segment[1] + segment[0]
 
 
 def _nal_format(codec: str, extradata: bytes) -> int:

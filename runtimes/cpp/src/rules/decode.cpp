@@ -64,6 +64,37 @@ FrameStream::~FrameStream() = default;
 namespace {
 
 constexpr int64_t kMaxFrames = 10000000;  // as vtc_deploy.video.MAX_FRAMES
+constexpr size_t kHeadBytes = 4096;  // read from the start of a file for the truncation rule (as HEAD_BYTES)
+constexpr uint64_t kMatroskaSegment = 0x18538067;
+
+// The EBML variable-size integer at `pos` (vtc_deploy.video._ebml_vint): false when it is not one or does not fit.
+// `marker` keeps the length marker bit (element IDs); sizes have it masked off.
+bool ebml_vint(const std::vector<unsigned char>& data, size_t pos, bool marker, uint64_t* value, size_t* length) {
+  if (pos >= data.size() || data[pos] == 0) return false;
+  size_t n = 1;
+  while (!(data[pos] & (0x80 >> (n - 1)))) ++n;  // leading zero bits + 1: 1..8 bytes
+  if (pos + n > data.size()) return false;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v = v << 8 | data[pos + i];
+  *value = marker ? v : v & ((uint64_t{1} << (7 * n)) - 1);
+  *length = n;
+  return true;
+}
+
+// Where a Matroska/WebM file's Segment ends by its header (vtc_deploy.video.matroska_segment_end): -1 when `head` is
+// not Matroska or the Segment's size is "unknown" (live recordings).
+int64_t matroska_segment_end(const std::vector<unsigned char>& head) {
+  static const unsigned char kEbml[4] = {0x1a, 0x45, 0xdf, 0xa3};
+  if (head.size() < 4 || std::memcmp(head.data(), kEbml, 4) != 0) return -1;
+  uint64_t value = 0;
+  size_t n = 0;
+  if (!ebml_vint(head, 4, false, &value, &n) || value > head.size()) return -1;
+  const size_t pos = 4 + n + static_cast<size_t>(value);
+  size_t id_length = 0;
+  if (!ebml_vint(head, pos, true, &value, &id_length) || value != kMatroskaSegment) return -1;
+  if (!ebml_vint(head, pos + id_length, false, &value, &n) || value == (uint64_t{1} << (7 * n)) - 1) return -1;
+  return static_cast<int64_t>(pos + id_length + n + value);  // sizes have at most 56 bits: no overflow
+}
 
 [[noreturn]] void fail(const std::string& path, const std::string& message) {
   std::string line = path.empty() ? message : path + ": " + message;
@@ -470,9 +501,10 @@ class Decoder {
   void end_at_short_packet() { end_at_short_packet_ = true; }
 
   // The rule for truncated files (vtc_deploy.video.truncation, the same words): the container's index (MP4 sample
-  // table, Matroska cues, AVI idx1) lists video data past the end of the file, or an AVI's RIFF header declares more
-  // bytes than the file has. The reason, or "" for a complete file and for a source that is not a regular file
-  // (pipes, URLs, devices). Header frame counts are not used: they disagree with the plain decode on valid files.
+  // table, Matroska cues, AVI idx1) lists video data past the end of the file, or an AVI's RIFF header or a Matroska
+  // Segment header declares more bytes than the file has. The reason, or "" for a complete file and for a source that
+  // is not a regular file (pipes, URLs, devices). Header frame counts are not used: they disagree with the plain decode
+  // on valid files.
   std::string truncation() const {
     if (file_size_ < 0) return "";
     const std::string size = std::to_string(file_size_);
@@ -486,16 +518,23 @@ class Decoder {
       return "truncated: the container's index lists video data up to byte " + std::to_string(end) +
              " but the file has " + size + " bytes";
     }
-    unsigned char head[12] = {};
+    std::vector<unsigned char> head(kHeadBytes);
     std::ifstream in(path_, std::ios::binary);
-    if (in.read(reinterpret_cast<char*>(head), sizeof head) && std::memcmp(head, "RIFF", 4) == 0 &&
-        std::memcmp(head + 8, "AVI ", 4) == 0) {
+    in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+    if (head.size() >= 12 && std::memcmp(head.data(), "RIFF", 4) == 0 &&
+        std::memcmp(head.data() + 8, "AVI ", 4) == 0) {
       const int64_t riff = 8 + (static_cast<int64_t>(head[4]) | static_cast<int64_t>(head[5]) << 8 |
                                 static_cast<int64_t>(head[6]) << 16 | static_cast<int64_t>(head[7]) << 24);
       if (riff > file_size_) {
         return "truncated: the RIFF header lists " + std::to_string(riff) + " bytes but the file has " + size +
                " bytes";
       }
+    }
+    const int64_t segment_end = matroska_segment_end(head);
+    if (segment_end > file_size_) {
+      return "truncated: the Matroska segment header lists " + std::to_string(segment_end) +
+             " bytes but the file has " + size + " bytes";
     }
     return "";
   }
