@@ -461,9 +461,9 @@ def truncation(path: str, stream: Any, size: int) -> str | None:
         end = 8 + int.from_bytes(head[4:8], "little")
         if end > size:
             return f"truncated: the RIFF header lists {end} bytes but the file has {size} bytes"
-    end = matroska_segment_end(head)
-    if end is not None and end > size:
-        return f"truncated: the Matroska segment header lists {end} bytes but the file has {size} bytes"
+    segment_end = matroska_segment_end(head)
+    if segment_end is not None and segment_end > size:
+        return f"truncated: the Matroska segment header lists {segment_end} bytes but the file has {size} bytes"
     return None
 
 
