@@ -46,8 +46,8 @@ any packet is read, and does not depend on where the cut falls: a file cut betwe
 decode without an error to fewer frames, one cut inside a sample fails in the decoder (or not, depending on the codec
 and the FFmpeg version). Header frame counts are not used: they disagree with the plain decode on valid files (an AV1
 MP4 with a zero-byte temporal-delimiter sample lists 41 frames and shows 40; AVI headers can be plain wrong). A cut
-file with none of these (Matroska written with an unknown size by a live recorder, MPEG-TS, FLV) is bad only if
-demuxing or decoding fails; an MP4 whose ``moov`` came last loses it with the cut ("not a video file").
+file with none of these (Matroska written with an unknown size by a live recorder, fragmented MP4, MPEG-TS, FLV) is
+bad only if demuxing or decoding fails; an MP4 whose ``moov`` came last loses it with the cut ("not a video file").
 
 **Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
 counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
