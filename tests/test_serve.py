@@ -340,8 +340,9 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     artifact: Path, tmp_path: Path, real_videos: list[Path], stopper: list
 ) -> None:
     """A 200 MB upload (gRPC and HTTP) is refused before it is read: the server's memory (all its processes) grows by
-    less than 64 MB; 1,000 requests after warm-up grow it by less than 5 %. (After 200 warm-up requests the server was
-    sometimes 20 MB under its steady state, which 4,000 more requests then held flat: the warm-up is 400.)"""
+    less than 64 MB; 1,000 requests after warm-up grow it by less than 10 % and 1,000 more by less than 12 MB (a leak
+    of 12 kB per request fails; 40 kB per video request: +19 MB, checked). The server can end its warm-up up to 30 MB
+    under the level where it then stays (within 7 MB over 6,000 requests): the first 1,000 let the allocator settle."""
     server = _start_server(artifact, tmp_path / "server.log", "--max-batch", "4", "--topk", "3")
     stopper.append(server)
     pid = server["proc"].pid
@@ -381,7 +382,7 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
             t.join(timeout=600)
         assert not errors and len(done) == 4 * n, errors
 
-    run(100)  # warm-up (400 requests): every batch size, and the allocator's arenas of every server thread
+    run(100)  # warm-up (400 requests): every batch size, every server thread
     before = _tree_rss_mb(pid)
     huge = np.array([[b"\0" * (200 * 2**20)]], dtype=object)
     with pytest.raises(Exception, match="larger than max"):
@@ -393,10 +394,13 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     print(f"\nserver RSS (all processes) {before:.0f} MB -> {after_huge:.0f} MB after two 200 MB uploads")
     assert after_huge - before < 64
 
-    run(250)  # 1,000 requests
+    run(250)  # 1,000 requests: the allocator settles
+    settled = _tree_rss_mb(pid)
+    run(250)  # 1,000 more
     after = _tree_rss_mb(pid)
-    print(f"server RSS (all processes) {after_huge:.0f} MB -> {after:.0f} MB after 1,000 requests")
-    assert after < 1.05 * after_huge
+    print(f"server RSS (all processes) {after_huge:.0f} -> {settled:.0f} -> {after:.0f} MB, 1,000 + 1,000 requests")
+    assert settled < 1.10 * after_huge
+    assert after - settled < 12, "the server's memory grows with the number of requests"
 
 
 @pytest.mark.parametrize("taken", ["http", "grpc", "metrics"])
