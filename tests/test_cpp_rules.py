@@ -106,6 +106,8 @@ FRAME_SIZES = [
     (1080, 1920),
     (224, 224),
     (500, 100),
+    (360, 1920),  # tall: Pillow 13 resizes vertically first (the height loses > 2x the width's pixels)
+    (240, 1280),
 ]
 
 

@@ -2,7 +2,9 @@
 // tested from pytest, tests/test_cpp_rules.py).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -59,6 +61,58 @@ TEST(Resize, RejectsEmptySizes) {
   const auto img = random_image(4, 4, 2);
   std::vector<uint8_t> out(48);
   EXPECT_THROW(vtc::rules::resize_bicubic(img.data(), 4, 4, out.data(), 0, 4), Error);
+}
+
+TEST(Resize, RegionIsThatPartOfTheWholeResize) {
+  // random boxes in both pass orders, up and down, single-axis and same-size resizes
+  std::mt19937 rng(7);
+  const std::array<int, 4> sizes[] = {{40, 50, 20, 60},  {50, 40, 60, 20},  {300, 30, 40, 25}, {30, 300, 25, 40},
+                                      {144, 176, 224, 273}, {1920, 360, 1194, 224}, {37, 53, 37, 20}, {37, 53, 90, 53},
+                                      {37, 53, 37, 53},  {270, 480, 224, 398}};
+  for (const auto& [h, w, oh, ow] : sizes) {
+    const auto img = random_image(h, w, static_cast<unsigned>(h * 1000 + w));
+    std::vector<uint8_t> whole(static_cast<size_t>(oh) * ow * 3);
+    vtc::rules::resize_bicubic(img.data(), h, w, whole.data(), oh, ow);
+    for (int trial = 0; trial < 12; ++trial) {
+      vtc::rules::Box box;
+      box.x0 = static_cast<int>(rng() % ow), box.x1 = box.x0 + 1 + static_cast<int>(rng() % (ow - box.x0));
+      box.y0 = static_cast<int>(rng() % oh), box.y1 = box.y0 + 1 + static_cast<int>(rng() % (oh - box.y0));
+      if (trial == 0) box = {0, 0, ow, oh};
+      const int bw = box.x1 - box.x0, bh = box.y1 - box.y0;
+      std::vector<uint8_t> part(static_cast<size_t>(bh) * bw * 3);
+      vtc::rules::resize_bicubic_region(img.data(), h, w, oh, ow, box, part.data());
+      for (int y = 0; y < bh; ++y) {
+        ASSERT_EQ(0, std::memcmp(&part[static_cast<size_t>(y) * bw * 3],
+                                 &whole[(static_cast<size_t>(box.y0 + y) * ow + box.x0) * 3], static_cast<size_t>(bw) * 3))
+            << w << "x" << h << " -> " << ow << "x" << oh << ", box x [" << box.x0 << ", " << box.x1 << ") y ["
+            << box.y0 << ", " << box.y1 << "), row " << y;
+      }
+    }
+  }
+}
+
+TEST(Resize, BaselineAndAvx2PassesGiveTheSameBytes) {
+  if (!vtc::rules::detail::resize_uses_avx2()) GTEST_SKIP() << "this CPU runs the baseline passes only";
+  for (const auto& [h, w, oh, ow] : {std::array<int, 4>{1080, 1920, 224, 398}, {1920, 360, 1194, 224},
+                                     {144, 176, 224, 273}, {31, 77, 5, 300}, {300, 30, 40, 25}}) {
+    const auto img = random_image(h, w, static_cast<unsigned>(h + w));
+    std::vector<uint8_t> simd(static_cast<size_t>(oh) * ow * 3), generic(simd.size());
+    vtc::rules::resize_bicubic(img.data(), h, w, simd.data(), oh, ow);
+    vtc::rules::detail::set_resize_generic_only(true);
+    EXPECT_FALSE(vtc::rules::detail::resize_uses_avx2());
+    vtc::rules::resize_bicubic(img.data(), h, w, generic.data(), oh, ow);
+    vtc::rules::detail::set_resize_generic_only(false);
+    ASSERT_EQ(simd, generic) << w << "x" << h << " -> " << ow << "x" << oh;
+  }
+}
+
+TEST(Resize, RegionOutsideTheOutputIsRefused) {
+  const auto img = random_image(8, 8, 4);
+  std::vector<uint8_t> out(8 * 8 * 3);
+  for (const vtc::rules::Box& box : {vtc::rules::Box{0, 0, 5, 4}, vtc::rules::Box{-1, 0, 2, 2},
+                                     vtc::rules::Box{2, 2, 2, 3}, vtc::rules::Box{0, 3, 4, 2}}) {
+    EXPECT_THROW(vtc::rules::resize_bicubic_region(img.data(), 8, 8, 4, 4, box, out.data()), Error);
+  }
 }
 
 TEST(Preprocess, ResizedSizeFollowsTorchvision) {

@@ -18,6 +18,23 @@ namespace vtc::rules {
 // src: uint8 RGB [h, w, 3]; dst: [out_h, out_w, 3]; same result as PIL Image.resize((out_w, out_h), BICUBIC).
 void resize_bicubic(const uint8_t* src, int h, int w, uint8_t* dst, int out_h, int out_w);
 
+// Output pixels [x0, x1) x [y0, y1) of a resize.
+struct Box {
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+
+// Only `box` of resize_bicubic's output, into dst [y1 - y0, x1 - x0, 3]: every pixel equal to the whole resize's
+// (the same coefficients, pass order and 8-bit intermediate; only the inputs and intermediate pixels that box
+// reads are computed). Throws Error(input) for bad sizes or a box outside [0, out_w) x [0, out_h).
+void resize_bicubic_region(const uint8_t* src, int h, int w, int out_h, int out_w, const Box& box, uint8_t* dst);
+
+namespace detail {
+// For tests: run the baseline-ISA passes even where the AVX2 ones would be chosen (process-wide), and whether the
+// AVX2 ones are in use now (x86-64 CPUs with AVX2; never elsewhere).
+void set_resize_generic_only(bool generic_only);
+bool resize_uses_avx2();
+}  // namespace detail
+
 // torchvision Resize(shorter) output size: shorter side = `shorter`, longer = int(shorter * long / short).
 void resized_size(int w, int h, int shorter, int* out_w, int* out_h);
 
