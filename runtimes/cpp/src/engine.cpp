@@ -416,51 +416,76 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
     std::string error;
   };
   std::vector<Slot> slots(n);
+  std::vector<char> taken(n, 0);  // a decoding thread or this one has started preparing that video
   std::mutex mu;
   std::condition_variable cv;
   size_t next_take = 0, consumed = 0;
   bool stop = false;
+  auto first_untaken = [&] {  // (under mu)
+    while (next_take < n && taken[next_take]) ++next_take;
+    return next_take;
+  };
 
+  auto prepare_slot = [&](size_t i) {
+    Slot slot;
+    try {
+      slot.prepared = prepare_file(paths[i], clips, crops);
+    } catch (const rules::Error& e) {
+      slot.status = status_of(e);
+      slot.error = Error::one_line(e.what());
+    } catch (const Error& e) {
+      slot.status = e.status();
+      slot.error = paths[i] + ": " + e.what();
+    } catch (const std::bad_alloc&) {
+      slot.status = VTC_ERR_MEMORY;
+      slot.error = paths[i] + ": out of memory while decoding";
+    } catch (const std::exception& e) {
+      slot.status = VTC_ERR_INTERNAL;
+      slot.error = paths[i] + ": cannot process video (" + Error::one_line(e.what()) + ")";
+    }
+    if (slot.status != VTC_OK && slot.error.empty()) slot.error = paths[i] + ": cannot process video";
+#if defined(__GLIBC__)
+    // The decoder's buffers (its frame pool, the RGB conversion, tens of MB for HD video) were freed into this
+    // thread's malloc arena; glibc keeps such memory (its mmap threshold adapts upwards), so without a trim the
+    // peak RSS grows by about one arena per decoding thread (measured on ViT-B/32 with one decoding thread:
+    // 1056 -> ~620 MB when all sampled frames were held; with frames preprocessed as decoded, 16 videos, 617 ->
+    // 588 MB).
+    malloc_trim(0);
+#endif
+    slot.ready = true;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      slots[i] = std::move(slot);
+    }
+    cv.notify_all();
+  };
   auto work = [&] {
     for (;;) {
       size_t i;
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || next_take >= n || next_take < consumed + ahead; });
+        cv.wait(lock, [&] { return stop || first_untaken() >= n || next_take < consumed + ahead; });
         if (stop || next_take >= n) return;
-        i = next_take++;
+        i = next_take;
+        taken[i] = 1;
       }
-      Slot slot;
-      try {
-        slot.prepared = prepare_file(paths[i], clips, crops);
-      } catch (const rules::Error& e) {
-        slot.status = status_of(e);
-        slot.error = Error::one_line(e.what());
-      } catch (const Error& e) {
-        slot.status = e.status();
-        slot.error = paths[i] + ": " + e.what();
-      } catch (const std::bad_alloc&) {
-        slot.status = VTC_ERR_MEMORY;
-        slot.error = paths[i] + ": out of memory while decoding";
-      } catch (const std::exception& e) {
-        slot.status = VTC_ERR_INTERNAL;
-        slot.error = paths[i] + ": cannot process video (" + Error::one_line(e.what()) + ")";
-      }
-      if (slot.status != VTC_OK && slot.error.empty()) slot.error = paths[i] + ": cannot process video";
-#if defined(__GLIBC__)
-      // The decoder's buffers (its frame pool, the RGB conversion, tens of MB for HD video) were freed into this
-      // thread's malloc arena; glibc keeps such memory (its mmap threshold adapts upwards), so without a trim the
-      // peak RSS grows by about one arena per decoding thread (measured on ViT-B/32 with one decoding thread:
-      // 1056 -> ~620 MB when all sampled frames were held; with frames preprocessed as decoded, 16 videos, 617 ->
-      // 588 MB).
-      malloc_trim(0);
-#endif
-      slot.ready = true;
+      prepare_slot(i);
+    }
+  };
+  // pipeline.Classifier.iter_classify's help_decode: when the inference thread has nothing to run until the next
+  // video is decoded, it prepares, itself, the videos that the next batch still needs and that no decoding thread
+  // has started (the far ones first, so that the decoding threads keep going on the near ones). Where decoding is
+  // the bottleneck (a small model, a GPU) that is one more core decoding; elsewhere it shortens the start.
+  const size_t views_per_video = static_cast<size_t>(clips) * static_cast<size_t>(crops);
+  auto help_decode = [&](size_t head, size_t missing_views) {
+    const size_t needed = (missing_views + views_per_video - 1) / views_per_video;  // the head video included
+    for (size_t s = std::min(head + needed, n) ; s-- > head + 1;) {
       {
         std::lock_guard<std::mutex> lock(mu);
-        slots[i] = std::move(slot);
+        if (taken[s]) continue;
+        taken[s] = 1;
       }
-      cv.notify_all();
+      prepare_slot(s);
     }
   };
   std::vector<std::thread> threads;
@@ -545,6 +570,14 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
       }
       if (ready || buffer.empty()) break;
       run_batch();
+    }
+    {
+      bool ready;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ready = slots[i].ready;
+      }
+      if (!ready) help_decode(i, static_cast<size_t>(batch) - std::min(buffer.size(), static_cast<size_t>(batch)));
     }
     Slot slot;
     {

@@ -160,7 +160,10 @@ std::atomic<bool> g_generic_only{false};
 
 bool use_avx2() {
 #if VTC_X86_DISPATCH
-  static const bool avx2 = __builtin_cpu_supports("avx2") != 0;
+  static const bool avx2 = [] {
+    __builtin_cpu_init();  // (libgcc's constructor does it too; harmless when called first from another one)
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
   return avx2 && !g_generic_only.load(std::memory_order_relaxed);
 #else
   return false;
