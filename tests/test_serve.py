@@ -287,6 +287,7 @@ def test_signal_under_load_drains_and_leaves_nothing(
     outcomes: list[tuple[str, str]] = []
     lock = threading.Lock()
     answered = threading.Event()
+    signalled: list[float] = []
 
     def client_loop(i: int) -> None:
         use_http = i % 2 == 1
@@ -310,7 +311,12 @@ def test_signal_under_load_drains_and_leaves_nothing(
             ok = out["error"][0][0] == b"" and [x.decode() for x in out["labels"][0]] == expected
             with lock:
                 outcomes.append(("ok" if ok else "wrong", str(out["error"][0][0])))
-                if len(outcomes) >= 24:
+                if len(outcomes) >= 24 and not answered.is_set():
+                    # The signal goes from here, not from the main thread: with 16 client threads busy, the main
+                    # thread could wait tens of seconds for the GIL after the event (seen in CI: 2,062 answers
+                    # before the signal went out, and two clients used up their bound without a refusal).
+                    signalled.append(time.monotonic())
+                    server["proc"].send_signal(sig)
                     answered.set()
 
     children = descendants(server["proc"].pid)  # (before the clients: walking /proc under their load takes long)
@@ -318,10 +324,8 @@ def test_signal_under_load_drains_and_leaves_nothing(
     for t in threads:
         t.start()
     assert answered.wait(120), outcomes
-    start = time.monotonic()
-    server["proc"].send_signal(sig)
     rc = server["proc"].wait(timeout=10 + 5)  # the drain deadline, plus the interpreter's own exit
-    took = time.monotonic() - start
+    took = time.monotonic() - signalled[0]
     for t in threads:
         t.join(timeout=90)
     assert not any(t.is_alive() for t in threads)
