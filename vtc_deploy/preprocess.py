@@ -6,47 +6,23 @@ Owns: the geometry of the resize and the crops, and the uint8 -> normalised floa
 ``float32 [..., 3, size, size]`` for training and ``--input float`` graphs. One implementation, used by everyone.
 Imports: numpy, Pillow (torch-free).
 
-Exactness: the reference is the Pillow call Text4Vis makes (``Image.resize(size, BICUBIC)`` on the whole frame), then
-plain slicing. Resizing only the cropped region with ``resize(box=...)`` looks cheaper but is not the same
-computation: Pillow 13 chooses the order of its two passes from the scale factors (python-pillow/Pillow#9549), so a
-box can flip the order and move pixels by up to 5 grey levels (measured on a portrait frame), and a box's float32
-corners shift the filter weights.
-
-Speed: where the optional extension ``vtc_deploy._resample`` was built at install (a C++ compiler was there), a frame
-is preprocessed by libvtc's implementation of this rule instead (``runtimes/cpp/src/rules/resize.cpp``: written
-from the resampling definition, it computes only the part of the resized frame that the crops cover, with AVX2 where
-the CPU has it): the same bytes as Pillow 13 (tests/test_preprocess.py and tests/test_cpp_rules.py compare them),
-about 4x faster on a 1080p frame. With another Pillow major version, or without the extension, Pillow runs.
+Exactness: the resize is the same Pillow call the reference makes (``Image.resize(size, BICUBIC)`` on the whole
+frame), then plain slicing. Resizing only the cropped region with ``resize(box=...)`` looks cheaper but is not the
+same computation: Pillow 13 chooses the order of its two passes from the scale factors (python-pillow/Pillow#9549),
+so a box can flip the order and move pixels by up to 5 grey levels (measured on a portrait frame).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 
 import numpy as np
-import PIL
 from PIL import Image
 
 from vtc_deploy.errors import UsageError
 from vtc_deploy.spec import Crops, InputSpec, check_crops
 
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC}
-
-_native_module: ModuleType | None
-try:  # libvtc's preprocessing rule, compiled at install when possible (see the module docstring)
-    from vtc_deploy import _resample as _native_module
-except ImportError:  # pragma: no cover - no C++ compiler at install time
-    _native_module = None
-# The pass order the C++ rule follows is Pillow 13's; other major versions order the passes differently.
-_native = _native_module if PIL.__version__.split(".")[0] == "13" else None
-
-
-def native_preprocessing() -> str | None:
-    """How frames are resized: ``"c++ (avx2)"`` / ``"c++"`` (the extension), or None (Pillow)."""
-    if _native is None:
-        return None
-    return "c++ (avx2)" if _native.uses_avx2() else "c++"
 
 
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
@@ -77,10 +53,6 @@ def preprocess_frame(frame: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np
     size = spec.size
     new_size = resized_size(width, height, spec.resize)
     offsets = crop_offsets(*new_size, size, crops)
-    if _native is not None and spec.interpolation == "bicubic" and min(new_size) >= size:
-        out = np.empty((len(offsets), size, size, 3), np.uint8)
-        _native.preprocess(np.ascontiguousarray(frame), spec.resize, size, len(offsets), out)
-        return out
     resized = np.asarray(Image.fromarray(frame).resize(new_size, _PIL_FILTERS[spec.interpolation]))  # [h', w', 3]
     return np.stack([resized[y : y + size, x : x + size] for x, y in offsets])
 
