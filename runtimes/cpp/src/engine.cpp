@@ -479,7 +479,7 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
   const size_t views_per_video = static_cast<size_t>(clips) * static_cast<size_t>(crops);
   auto help_decode = [&](size_t head, size_t missing_views) {
     const size_t needed = (missing_views + views_per_video - 1) / views_per_video;  // the head video included
-    for (size_t s = std::min(head + needed, n) ; s-- > head + 1;) {
+    for (size_t s = std::min(head + needed, n); s-- > head + 1;) {
       {
         std::lock_guard<std::mutex> lock(mu);
         if (taken[s]) continue;
@@ -562,8 +562,8 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
   for (size_t i = 0; i < n; ++i) {
     // While the next video is still decoding, the views already buffered run (a partial batch) instead of the
     // inference thread idling: the batch composition changes nothing but the speed.
+    bool ready = false;
     for (;;) {
-      bool ready;
       {
         std::lock_guard<std::mutex> lock(mu);
         ready = slots[i].ready;
@@ -571,14 +571,7 @@ std::vector<Result> Engine::classify_files(const std::vector<std::string>& paths
       if (ready || buffer.empty()) break;
       run_batch();
     }
-    {
-      bool ready;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        ready = slots[i].ready;
-      }
-      if (!ready) help_decode(i, static_cast<size_t>(batch) - std::min(buffer.size(), static_cast<size_t>(batch)));
-    }
+    if (!ready) help_decode(i, static_cast<size_t>(batch));  // (the buffer is empty here)
     Slot slot;
     {
       std::unique_lock<std::mutex> lock(mu);
