@@ -24,11 +24,16 @@ counts, packet counts and timestamps are not the definition; they are used only 
   frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
   (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
   the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference; ``skip_frame=NONREF`` on
-  that packet only). Every decoded range is checked: each packet fed without skipping comes out as exactly one frame
-  with its pts, nothing else comes out, no frame is flagged corrupt. A failed check or a decode error switches the
-  file to the sequential path. VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown
-  frame each, as their MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode
-  (their headers carry the stream parameters; the probe would decode the first pictures once more).
+  that packet only). Where a range holds H.264 reference pictures coded as B slices (x264's default B-pyramid) and
+  frames have at least ``DROP_MIN_PIXELS``, reference pictures that no wanted frame depends on are dropped too
+  (``skip_frame`` BIDIR / NONINTRA on that packet): ``vtc_deploy.h264`` reads the slice headers, rebuilds the
+  reference lists and replays the decoder's reference state with the drops, and drops only where every decoded
+  picture keeps the same references and picture order count. Every decoded range is checked: each packet fed
+  without skipping comes out as exactly one frame with its pts, nothing else comes out, no frame is flagged corrupt.
+  A failed check or a decode error switches the file to the sequential path. VP8/VP9/AV1/MJPEG packets after the
+  last wanted frame are trusted to hold one shown frame each, as their MP4/Matroska mappings require. These
+  containers are opened without FFmpeg's probe decode (their headers carry the stream parameters; the probe would
+  decode the first pictures once more).
 - *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
   frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
@@ -80,6 +85,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
+from vtc_deploy import h264
 from vtc_deploy.errors import UsageError, VideoDecodeError, one_line
 
 DecoderName = Literal["auto", "decord", "pyav"]
@@ -92,6 +98,7 @@ INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
 INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
+DROP_MIN_PIXELS = 200_000  # below this, parsing slice headers (~20 us a packet) costs about what dropping saves
 MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
 HEAD_BYTES = 4096  # read from the start of a file for the truncation rule (RIFF / EBML headers)
 EBML_MAGIC = bytes.fromhex("1a45dfa3")  # the EBML header element's ID: Matroska, WebM
@@ -285,6 +292,8 @@ class _Packet:
     pictures: int  # H.264/HEVC: slices that start a picture (-1: not parsed)
     intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
     disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
+    b_reference: bool  # H.264: a reference picture whose first slice is a B slice (x264's B-pyramid)
+    params: bool  # H.264: carries an SPS or PPS in band
 
 
 class _Source:
@@ -385,7 +394,8 @@ class _Source:
 
     def _read_packets(self, stream: Any) -> None:
         kept_bytes = 0
-        nal = _nal_format(self.codec, bytes(stream.codec_context.extradata or b""))
+        self.extradata = bytes(stream.codec_context.extradata or b"")
+        self.nal_size = nal = _nal_format(self.codec, self.extradata)
         for packet in self.container.demux(stream):
             if packet.size == 0:
                 continue  # flush packet
@@ -508,37 +518,42 @@ def _nal_format(codec: str, extradata: bytes) -> int:
     return 0
 
 
-def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool]:
-    """``(pictures, intra, disposable)`` of one packet: for length-prefixed H.264/HEVC, the slices that start a
-    picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether an IDR/IRAP slice
-    is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer non-reference types);
-    VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False)."""
+def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool, bool, bool]:
+    """``(pictures, intra, disposable, b_reference, params)`` of one packet: for length-prefixed H.264/HEVC, the
+    slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether
+    an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
+    non-reference types), H.264: whether it is a reference picture coded as B slices and whether it carries an SPS or
+    PPS; VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False, False, False)."""
     if codec == "vp8":
-        return -1, bool(data) and not data[0] & 1, False
+        return -1, bool(data) and not data[0] & 1, False, False, False
     if codec == "vp9":
         if not data or data[0] >> 6 != 2:
-            return -1, False, False
+            return -1, False, False, False, False
         profile = (data[0] >> 5 & 1) | (data[0] >> 3 & 2)
         bit = 4 + (profile == 3)  # after frame_marker, profile bits (and a reserved bit in profile 3)
         bits = int.from_bytes(bytes(data[:2]).ljust(2, b"\0"), "big")
         show_existing = bits >> (15 - bit) & 1
         frame_type = bits >> (14 - bit) & 1
-        return -1, not show_existing and frame_type == 0, False
+        return -1, not show_existing and frame_type == 0, False, False, False
     if not length_size:
-        return -1, True, False
-    pos, count, intra, referenced, size = 0, 0, False, False, len(data)
+        return -1, True, False, False, False
+    pos, count, intra, referenced, b_ref, params, size = 0, 0, False, False, False, False, len(data)
     while pos + length_size <= size:
         n = int.from_bytes(data[pos : pos + length_size], "big")
         pos += length_size
         if n < 1 or pos + n > size:
-            return -1, False, False
+            return -1, False, False, False, False
         header = data[pos]
         if codec == "h264":
             kind = header & 0x1F
             intra |= kind == 5
+            params |= kind in (7, 8)
             if kind in (1, 5):
                 referenced |= bool(header & 0x60)  # nal_ref_idc
-                count += n > 1 and bool(data[pos + 1] & 0x80)  # ue(v) first_mb_in_slice == 0
+                first = n > 1 and bool(data[pos + 1] & 0x80)  # ue(v) first_mb_in_slice == 0
+                count += first
+                if first and header & 0x60:
+                    b_ref |= _h264_slice_type(data[pos + 1 : pos + min(n, 6)]) == 1
         else:
             kind = (header >> 1) & 0x3F
             intra |= 16 <= kind <= 23
@@ -547,8 +562,20 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
                 count += n > 2 and bool(data[pos + 2] & 0x80)  # first_slice_segment_in_pic_flag
         pos += n
     if pos != size:
-        return -1, False, False
-    return count, intra, count == 1 and not referenced
+        return -1, False, False, False, False
+    return count, intra, count == 1 and not referenced, b_ref, params
+
+
+def _h264_slice_type(head: bytes | memoryview) -> int:
+    """``slice_type % 5`` of a slice whose header starts ``head`` with first_mb_in_slice == 0 (a single 1 bit); -1
+    when the few bytes given do not hold it."""
+    bits = int.from_bytes(head, "big")
+    width = len(head) * 8 - 1  # after first_mb_in_slice
+    rest = bits & ((1 << width) - 1)
+    zeros = width - rest.bit_length()
+    if rest == 0 or 2 * zeros + 1 > width:
+        return -1
+    return ((rest >> (width - 2 * zeros - 1)) - 1) % 5
 
 
 def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
@@ -603,6 +630,9 @@ class PyAVReader(VideoReader):
         self._ctx: Any = None
         self._chain: _Chain | None = None
         self._cache: list[Any] | None = None  # sequential path: the decoded frames, when they fit
+        self._h264_params: h264.ParameterSets | None = None  # indexed H.264: reference analysis state
+        self._h264_headers: dict[int, h264.PictureHeader] = {}  # by packet position
+        self._h264_limit = MAX_FRAMES + 1  # runs reaching this position are not analysed (something it cannot model)
         try:
             plan = _indexed_plan(self._src)
             if plan is not None:
@@ -693,7 +723,7 @@ class PyAVReader(VideoReader):
         """Start a decode chain at packet 0 and feed packets until the first frame comes out (its rotation)."""
         chain = self._new_chain(0)
         for pos, packet in self._src.iter_packets(0):
-            chain.feed(pos, packet, skip=False)
+            chain.feed(pos, packet, skip=None)
             if chain.outputs:
                 break
         else:
@@ -736,6 +766,32 @@ class PyAVReader(VideoReader):
                 runs.append([start, end])
         return [(a, b) for a, b in runs]
 
+    def _droppable(self, start: int, wanted: set[int]) -> dict[int, str]:
+        """``{position: skip_frame mode}``: H.264 reference pictures between ``start`` (an IDR picture) and the
+        last wanted position that no wanted picture depends on (``vtc_deploy.h264``); empty where that analysis
+        does not apply (other codecs, packets not kept in memory, anything it does not model)."""
+        src = self._src
+        last = max(wanted)
+        if src.codec != "h264" or not src.nal_size or src._kept is None or last >= self._h264_limit:
+            return {}
+        if src.width * src.height < DROP_MIN_PIXELS or not any(p.b_reference for p in src.packets[start : last + 1]):
+            return {}  # nothing to gain: small pictures, or no B reference pictures (P chains need every picture)
+        headers = self._h264_headers
+        try:
+            if self._h264_params is None:
+                self._h264_params = h264.ParameterSets.from_avcc(src.extradata)
+            # Without in-band SPS/PPS any packet parses on its own; with them, in decode order from the start.
+            first = 0 if any(p.params for p in src.packets) else start
+            for pos in range(first, last + 1):
+                if pos not in headers:
+                    headers[pos] = h264.picture_header(memoryview(src._kept[pos]), src.nal_size, self._h264_params)
+            analysis = h264.analyse([headers[pos] for pos in range(start, last + 1)])
+        except h264.Unsupported:
+            self._h264_limit = start
+            return {}
+        drops = analysis.droppable(pos - start for pos in wanted)
+        return {start + pos: mode for pos, mode in drops.items()}
+
     def _read_indexed(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> dict[int, R]:
         wanted_pts = {self._src.packets[self._frame_pos[k]].pts: k for k in indices}
         out: dict[int, R] = {}
@@ -744,16 +800,26 @@ class PyAVReader(VideoReader):
             return fn(self._to_rgb(frame))
 
         for first, last in self._runs(indices):
+            here = {self._frame_pos[k] for k in indices if first <= self._frame_pos[k] <= last}
             chain = self._chain
             if chain is None or chain.drained or not chain.start <= first <= chain.next:
                 chain = self._new_chain(first)
+            drops = self._droppable(chain.start, here)
+            if not chain.dropped <= drops.keys():  # a picture dropped earlier in this chain is needed now
+                chain = self._new_chain(first)
+                drops = self._droppable(first, here)
             chain.collect(wanted_pts, out, convert)
             for pos, packet in self._src.iter_packets(chain.next):
                 if pos > last:
                     break
-                pts = self._src.packets[pos].pts
-                skip = pts not in wanted_pts and self._src.packets[pos].disposable
-                chain.feed(pos, packet, skip=skip)
+                info = self._src.packets[pos]
+                if info.pts in wanted_pts:
+                    mode = None
+                elif info.disposable:
+                    mode = "NONREF"
+                else:
+                    mode = drops.get(pos)
+                chain.feed(pos, packet, skip=mode)
                 chain.collect(wanted_pts, out, convert)
             chain.drain()
             chain.collect(wanted_pts, out, convert)
@@ -827,12 +893,18 @@ class _Chain:
         self.required: set[int] = set()  # pts of fed packets decoded without skipping: each must come out
         self.seen: list[int | None] = []  # pts of every frame that came out
         self.corrupt = 0  # frames the decoder flagged as decoded with missing references
+        self.dropped: set[int] = set()  # positions of reference pictures the decoder was told to drop
 
-    def feed(self, pos: int, packet: Any, *, skip: bool) -> None:
+    def feed(self, pos: int, packet: Any, *, skip: str | None) -> None:
+        """Decode one packet; ``skip``: the ``skip_frame`` value that drops its picture (NONREF for a
+        non-reference picture, BIDIR / NONINTRA for a reference picture nothing wanted depends on), None to
+        decode it."""
         info = self.packets[pos]
-        self.ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+        self.ctx.skip_frame = skip or "DEFAULT"
         frames = self.ctx.decode(packet)
         self.next = pos + 1
+        if skip and skip != "NONREF":
+            self.dropped.add(pos)
         if not info.discard and info.pts is not None and info.pts >= self.start_pts:
             self.fed.add(info.pts)
             if not skip:
