@@ -199,3 +199,28 @@ def test_what_the_analysis_does_not_model_is_unsupported() -> None:
         h264.analyse([pic(h264.I, 0, s), pic(h264.P, 1, s, mods=((0, 4),))])
     with pytest.raises(h264.Unsupported):  # not starting at an IDR picture
         h264.analyse([pic(h264.P, 1, s)])
+
+
+def test_damaged_headers_raise_only_unsupported(files: dict[str, Path]) -> None:
+    """Bit flips in slice headers and in the avcC parameter sets: the parser returns or raises ``Unsupported`` (the
+    reader then drops nothing more), never another exception that would reach the user."""
+    with av.open(str(files["medium_defaults"])) as container:
+        stream = container.streams.video[0]
+        extradata = bytes(stream.codec_context.extradata)
+        packets = [bytes(p) for p in container.demux(stream) if p.size]
+    size = (extradata[4] & 3) + 1
+    rng = np.random.default_rng(1)
+    parsed = 0
+    for trial in range(3000):
+        data = bytearray(packets[int(rng.integers(len(packets)))])
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(size, min(len(data), size + 24)))] ^= 1 << int(rng.integers(8))
+        extra = bytearray(extradata)
+        if trial % 5 == 0:
+            extra[int(rng.integers(len(extra)))] ^= 1 << int(rng.integers(8))
+        try:
+            h264.picture_header(bytes(data), size, h264.ParameterSets.from_avcc(bytes(extra)))
+            parsed += 1
+        except h264.Unsupported:
+            pass
+    assert 0 < parsed < 3000
