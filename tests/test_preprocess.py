@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vtc_deploy.errors import UsageError
-from vtc_deploy.preprocess import crop_offsets, preprocess_frames, resized_size, to_float
+from vtc_deploy.preprocess import crop_offsets, preprocess_frames, resize, resized_size, to_float
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
 from vtc_deploy.video import open_video
@@ -67,6 +67,30 @@ def test_odd_shapes_and_portrait(h: int, w: int) -> None:
     ours = preprocess_frames(frames, InputSpec(), 1)[0]
     for i in range(2):
         assert np.abs(ours[i].astype(np.int16) - reference_center(frames[i])).max() <= 1
+
+
+def test_resize_has_pillow_13s_pass_order_whatever_pillow_is_installed() -> None:
+    """``resize`` runs Pillow's two passes as two single-axis resizes in Pillow 13's order: on Pillow 13 the bytes equal
+    its own ``Image.resize``; on frames taller than about 2:1 the other order (Pillow <= 12's) gives other bytes, so
+    the order is what this pins down."""
+    rng = np.random.default_rng(7)
+    sizes = [(2400, 1080), (1920, 360), (3000, 500), (1080, 1920), (640, 272), (97, 131)]
+    sizes += [(int(rng.integers(40, 700)), int(rng.integers(40, 300))) for _ in range(40)]
+    order_mattered = 0
+    for h, w in sizes:
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        size = resized_size(w, h, 224)
+        ours = resize(frame, size)
+        horizontal_first = np.asarray(
+            Image.fromarray(frame).resize((size[0], h), Image.Resampling.BICUBIC).resize(size, Image.Resampling.BICUBIC)
+        )
+        order_mattered += not np.array_equal(ours, horizontal_first)
+        if int(Image.__version__.split(".")[0]) >= 13:
+            assert np.array_equal(ours, np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC))), (
+                h,
+                w,
+            )
+    assert order_mattered >= 3
 
 
 def test_geometry_rules() -> None:

@@ -6,10 +6,16 @@ Owns: the geometry of the resize and the crops, and the uint8 -> normalised floa
 ``float32 [..., 3, size, size]`` for training and ``--input float`` graphs. One implementation, used by everyone.
 Imports: numpy, Pillow (torch-free).
 
-Exactness: the resize is the same Pillow call the reference makes (``Image.resize(size, BICUBIC)`` on the whole
-frame), then plain slicing. Resizing only the cropped region with ``resize(box=...)`` looks cheaper but is not the
-same computation: Pillow 13 chooses the order of its two passes from the scale factors (python-pillow/Pillow#9549),
-so a box can flip the order and move pixels by up to 5 grey levels (measured on a portrait frame).
+Exactness: the resize is Pillow's bicubic resize of the whole frame (what the reference calls,
+``Image.resize(size, BICUBIC)``), then plain slicing. Pillow resizes in two passes (horizontal, vertical) with an 8-bit
+image between them, and the order matters by a grey level here and there: Pillow up to 12 always ran the horizontal
+pass first, Pillow 13 runs the vertical one first when the height loses more than twice as many pixels as the width
+(python-pillow/Pillow#9549: frames taller than about 2:1, such as 20:9 phone screen recordings). ``resize`` runs the
+two passes as two single-axis Pillow resizes in Pillow 13's order, so the bytes do not depend on the installed Pillow
+(checked by hand against Pillow 12.3 on 311 sizes: 8 differ with Pillow 12's own order, none this way) and equal
+libvtc's (runtimes/cpp/src/rules/resize.cpp). Resizing only the cropped region with ``resize(box=...)`` looks
+cheaper but is not the same computation: the box corners are float32, and a box can flip the pass order (up to 5
+grey levels, measured on a portrait frame).
 """
 
 from __future__ import annotations
@@ -45,6 +51,25 @@ def crop_offsets(width: int, height: int, size: int, crops: Crops) -> list[tuple
     return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]
 
 
+def vertical_first(height: int, width: int, out_height: int, out_width: int) -> bool:
+    """Pillow 13's pass order: the vertical pass first when both axes change and the height shrinks by more than
+    twice as many pixels as the width."""
+    return out_width != width and out_height < height and height - out_height > 2 * (width - out_width)
+
+
+def resize(frame: np.ndarray, size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
+    """``uint8 [H, W, 3]`` -> ``uint8 [h, w, 3]`` (``size = (w, h)``): Pillow's resize with Pillow 13's pass order
+    whatever Pillow is installed (module docstring)."""
+    height, width = frame.shape[:2]
+    out_width, out_height = size
+    image = Image.fromarray(frame)
+    filt = _PIL_FILTERS[interpolation]
+    if out_width != width and out_height != height:  # two passes: run the first one on its own
+        first = (width, out_height) if vertical_first(height, width, out_height, out_width) else (out_width, height)
+        image = image.resize(first, filt)
+    return np.asarray(image.resize(size, filt))
+
+
 def preprocess_frame(frame: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np.ndarray:
     """One decoded RGB frame ``uint8 [H, W, 3]`` -> its views ``uint8 [crops, size, size, 3]``."""
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
@@ -53,7 +78,7 @@ def preprocess_frame(frame: np.ndarray, spec: InputSpec, crops: Crops = 1) -> np
     size = spec.size
     new_size = resized_size(width, height, spec.resize)
     offsets = crop_offsets(*new_size, size, crops)
-    resized = np.asarray(Image.fromarray(frame).resize(new_size, _PIL_FILTERS[spec.interpolation]))  # [h', w', 3]
+    resized = resize(frame, new_size, spec.interpolation)  # [h', w', 3]
     return np.stack([resized[y : y + size, x : x + size] for x, y in offsets])
 
 
