@@ -3,20 +3,23 @@ predict from, so that the PyAV reader can have the decoder drop reference pictur
 depends on (``video.PyAVReader``'s indexed path).
 
 Owns: reading SPS, PPS and slice headers (ITU-T H.264 7.3.2.1, 7.3.2.2, 7.3.3), the decoded reference picture
-marking (8.2.5: sliding window and ``mmco`` 1) and the P-slice reference list (8.2.4: initial order by descending
-``PicNum``, the ``ref_pic_list_modification`` commands, ``num_ref_idx_l0_active``). Imports: nothing outside the
+marking (8.2.5: sliding window and ``mmco`` 1), the P-slice reference list (8.2.4: initial order by descending
+``PicNum``, the ``ref_pic_list_modification`` commands, ``num_ref_idx_l0_active``), PicOrderCntMsb (8.2.1.1) and a
+replay of FFmpeg's reference state when pictures are skipped. Imports: nothing outside the
 standard library. Torch-free, numpy-free.
 
-**The rule** (``analyse`` then ``droppable``): a picture depends on every picture in its slices' active L0 list (P
-slices, exactly as the decoder builds it) and on every short-term reference picture held at that point (B slices:
-a superset of both lists and of what temporal direct prediction reads), transitively. A reference picture that no
-wanted picture depends on, that is not an IDR picture and whose marking is the sliding window (no ``mmco``), can be
-dropped (``skip_frame`` BIDIR for a B picture, NONINTRA for a P picture): the pictures that are decoded never read
-its samples, and the decoder's reference bookkeeping does not change (the frame_num gap it leaves is filled at the
-same place in the list). Everything outside this rule makes ``analyse`` return ``None`` and the caller drops
-nothing beyond non-reference pictures: field pictures or MBAFF (``frame_mbs_only_flag`` 0), slice groups (FMO),
-SP/SI slices, redundant slices, long-term references, ``mmco`` other than 1, gaps in ``frame_num``, a list
-modification naming a picture that is not held, malformed headers.
+**The rule** (``analyse`` then ``Analysis.droppable``): a picture depends on every picture in its slices' active L0
+list (P slices, exactly as the decoder builds it) and on every short-term reference picture held at that point (B
+slices: a superset of both lists and of what temporal direct prediction reads), transitively. The candidates are the
+non-IDR reference pictures (all slices B: ``skip_frame`` BIDIR; all P: NONINTRA) that no wanted picture depends on.
+A skipped picture is not decoded at all in FFmpeg (the check comes before the picture starts): its marking commands
+and picture order count are never applied, and at the next decoded picture the frame_num gap is filled with
+placeholder frames, each marked by the sliding window. ``_first_difference`` replays exactly that and gives up the
+latest skip before any decoded picture whose P lists, held references (B slices: exactly those of the full decode),
+marking commands or PicOrderCntMsb would differ. Everything else raises ``Unsupported`` and the caller drops nothing
+beyond non-reference pictures: field pictures or MBAFF (``frame_mbs_only_flag`` 0), slice groups (FMO), SP/SI
+slices, redundant slices, long-term references, ``mmco`` other than 1, ``pic_order_cnt_type`` 1, gaps in
+``frame_num``, a list modification naming a picture that is not held, malformed headers.
 
 Over-approximating is safe (a picture kept that was not needed costs time only); under-approximating returns
 wrong pixels with no error from FFmpeg, so every shortcut here is conservative and the corpus test
