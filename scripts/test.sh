@@ -26,6 +26,11 @@ fi
 
 echo "== C/C++ runtime: build (+ ASan/UBSan build) and ctest" >&2
 scripts/build_cpp.sh --asan --test
+# vtc_deploy._resample (optional at install: it needs a C++ compiler, which build_cpp.sh has made sure of by now)
+if ! .venv/bin/python -c "import vtc_deploy._resample" 2>/dev/null; then
+    echo "== building the vtc_deploy._resample extension" >&2
+    "${PIP[@]}" install --no-deps -e .
+fi
 
 echo "== ruff" >&2
 .venv/bin/ruff check .

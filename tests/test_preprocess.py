@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vtc_deploy import preprocess
 from vtc_deploy.errors import UsageError
-from vtc_deploy.preprocess import crop_offsets, preprocess_frames, resize, resized_size, to_float
+from vtc_deploy.preprocess import crop_offsets, preprocess_frame, preprocess_frames, resize, resized_size, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.spec import InputSpec
+from vtc_deploy.spec import Crops, InputSpec
 from vtc_deploy.video import open_video
 
 torchvision = pytest.importorskip("torchvision")
@@ -116,3 +117,60 @@ def test_rejects_wrong_input() -> None:
         preprocess_frames(np.zeros((2, 10, 10, 3), np.float32), InputSpec())
     with pytest.raises(UsageError, match="crops must be 1 or 3, got 2"):
         crop_offsets(300, 224, 224, 2)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the C++ extension (libvtc's rule) against Pillow
+
+# (360, 1920) and (240, 1280): Pillow 13 resizes those vertically first
+NATIVE_SIZES = [(176, 144), (640, 272), (1280, 720), (1920, 1080), (144, 176), (1080, 1920), (224, 224), (500, 100),
+                (360, 1920), (240, 1280), (97, 131), (225, 224)]  # fmt: skip
+
+
+def test_native_preprocessing_is_built_here() -> None:
+    """The install built vtc_deploy._resample (scripts/test.sh makes sure a C++ compiler is there), so the parity tests
+    below compare it with Pillow rather than Pillow with itself."""
+    assert preprocess._native is not None, "vtc_deploy._resample is not built: pip install -e . with g++ present"
+    assert preprocess.native_preprocessing() is not None
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+@pytest.mark.parametrize(("width", "height"), NATIVE_SIZES)
+def test_native_preprocessing_equals_pillow(
+    width: int, height: int, crops: Crops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if preprocess._native is None:
+        pytest.skip("vtc_deploy._resample is not built")
+    frames = np.random.default_rng(width * 31 + height).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    for spec in (InputSpec(), InputSpec(size=224, resize=224), InputSpec(size=112, resize=128)):
+        native = preprocess_frames(frames, spec, crops)
+        with monkeypatch.context() as m:
+            m.setattr(preprocess, "_native", None)
+            pillow = preprocess_frames(frames, spec, crops)
+        assert native.shape == pillow.shape and np.array_equal(native, pillow), (width, height, spec, crops)
+
+
+def test_native_preprocessing_on_real_and_strided_frames(
+    sampled: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if preprocess._native is None:
+        pytest.skip("vtc_deploy._resample is not built")
+    spec = InputSpec()
+    for name, frames in sampled.items():
+        for frame in (frames[0], frames[1][::-1, ::2], np.rot90(frames[2])):  # views with odd strides
+            native = preprocess_frame(frame, spec, 3)
+            with monkeypatch.context() as m:
+                m.setattr(preprocess, "_native", None)
+                pillow = preprocess_frame(frame, spec, 3)
+            assert np.array_equal(native, pillow), name
+
+
+def test_native_preprocessing_refuses_bad_buffers() -> None:
+    if preprocess._native is None:
+        pytest.skip("vtc_deploy._resample is not built")
+    out = np.empty((1, 224, 224, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess._native.preprocess(np.zeros((300, 300, 4), np.uint8), 256, 224, 1, out)
+    with pytest.raises(ValueError, match="out of range"):
+        preprocess._native.preprocess(np.zeros((300, 300, 3), np.uint8), 256, 224, 3, out)
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        preprocess._native.preprocess(np.zeros((300, 300, 3), np.uint8), 200, 224, 1, out)
