@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import WRONG_INDEX_FRAMES
+from vtc_deploy import preprocess
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
@@ -36,6 +37,12 @@ TOOL = Path(os.environ.get("VTC_RULES_TOOL", ROOT / "build" / "cpp" / "vtc-rules
 pytestmark = pytest.mark.skipif(
     not TOOL.exists(), reason=f"{TOOL} not built (run scripts/build_cpp.sh; scripts/test.sh builds it in CI)"
 )
+
+
+@pytest.fixture(autouse=True)
+def _pillow_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python side preprocesses with Pillow here, not with the extension built from libvtc's own resize.cpp."""
+    monkeypatch.setattr(preprocess, "_native", None)
 
 
 # Sanitizer reports (the ASan + UBSan build) end the tool with their own exit codes, so every check sees them.
