@@ -327,9 +327,11 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     artifact: Path, tmp_path: Path, real_videos: list[Path], stopper: list
 ) -> None:
     """A 200 MB upload (gRPC and HTTP) is refused before it is read: the server's memory (all its processes) grows by
-    less than 64 MB; 1,000 requests after warm-up grow it by less than 10 % and 1,000 more by less than 12 MB (a leak
-    of 12 kB per request fails; 40 kB per video request: +19 MB, checked). The server can end its warm-up up to 30 MB
-    under the level where it then stays (within 7 MB over 6,000 requests): the first 1,000 let the allocator settle."""
+    less than 64 MB; 1,000 requests after warm-up grow it by less than 10 %, and over 5 x 500 more the median growth
+    per 500 is under 4 MB (a leak of 12 kB per request fails; 40 kB per video request, checked, fails). The server can
+    end its warm-up up to 30 MB under the level where it then stays (within 7 MB over 6,000 requests), and that step
+    can come late (+20 MB in the second 1,000 requests in one CI run; +12.6 MB in another): one or two steps do not
+    move the median."""
     server = _start_server(artifact, tmp_path / "server.log", "--max-batch", "4", "--topk", "3")
     stopper.append(server)
     pid = server["proc"].pid
@@ -382,12 +384,16 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     assert after_huge - before < 64
 
     run(250)  # 1,000 requests: the allocator settles
-    settled = _tree_rss_mb(pid)
-    run(250)  # 1,000 more
-    after = _tree_rss_mb(pid)
-    print(f"server RSS (all processes) {after_huge:.0f} -> {settled:.0f} -> {after:.0f} MB, 1,000 + 1,000 requests")
-    assert settled < 1.10 * after_huge
-    assert after - settled < 12, "the server's memory grows with the number of requests"
+    levels = [_tree_rss_mb(pid)]
+    for _ in range(5):  # 5 x 500 more
+        run(125)
+        levels.append(_tree_rss_mb(pid))
+    steps = np.diff(levels)
+    print(f"server RSS (all processes) {after_huge:.0f} MB; after 1,000 requests, then every 500: {np.round(levels)}")
+    assert levels[0] < 1.10 * after_huge
+    # A leak adds to every step; the allocator settling adds a step or two. The median step of a 12 kB-per-request
+    # leak is 6 MB.
+    assert np.median(steps) < 4, f"the server's memory grows with the number of requests: {np.round(levels)} MB"
 
 
 @pytest.mark.parametrize("taken", ["http", "grpc", "metrics"])
