@@ -167,6 +167,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict
         "no_video": root / "audio_only.m4a",
         "zero_frames": root / "zero_frames.avi",
         "directory": root / "a_directory.mp4",
+        "unknown_codec": root / "unknown_codec.mp4",
     }
     files["empty"].write_bytes(b"")
     files["text"].write_text("this is a text file, not a video\n" * 20)
@@ -193,6 +194,8 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         container.start_encoding()
     files["directory"].mkdir()
+    # a sample entry no FFmpeg decoder claims (found by tests/fuzz_decode.py: PyAV gives such a stream no codec context)
+    files["unknown_codec"].write_bytes((video_dir / "carphone_distorted.mp4").read_bytes().replace(b"avc1", b"zzv1"))
     return files
 
 

@@ -59,8 +59,11 @@ def test_generated_videos_decord_equals_pyav(make_video: Callable[..., Path], op
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing", "empty", "text", "truncated", "truncated_faststart", "corrupt", "no_video", "zero_frames", "directory"],
-)
+    [
+        "missing", "empty", "text", "truncated", "truncated_faststart", "corrupt", "no_video", "zero_frames",
+        "directory", "unknown_codec",
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize("decoder", ["auto", *DECODERS])
 def test_bad_files_raise_video_decode_error_naming_the_file(
     bad_files: dict[str, Path], kind: str, decoder: str

@@ -32,7 +32,7 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frame, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, display_rotation, rgb_frame, rotate, truncation
+from vtc_deploy.video import DEFAULT_MAX_PIXELS, NO_DECODER, display_rotation, rgb_frame, rotate, truncation
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -100,6 +100,9 @@ class StreamSource:
             self._container.close()
             raise VideoDecodeError("no video stream", path=source)
         stream = self._container.streams.video[0]
+        if stream.codec_context is None:
+            self._container.close()
+            raise VideoDecodeError(NO_DECODER, path=source)
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None

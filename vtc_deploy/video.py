@@ -92,6 +92,7 @@ DecoderName = Literal["auto", "decord", "pyav"]
 DECODERS: tuple[DecoderName, ...] = get_args(DecoderName)
 DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K UHD; one decoded frame of that size is 100 MB
 MAX_FRAMES = 10_000_000
+NO_DECODER = "the video stream's codec is unknown to this FFmpeg build (no decoder for it)"
 PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larger streams are demuxed again
 FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the counting decode
 INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
@@ -327,6 +328,8 @@ class _Source:
                 raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
             stream = self.container.streams.video[0]
             ctx = stream.codec_context
+            if ctx is None:  # PyAV opens no codec context for a codec id FFmpeg has no decoder for
+                raise VideoDecodeError(NO_DECODER, path=path)
             self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else 0.0
@@ -383,6 +386,8 @@ class _Source:
         if not self.container.streams.video:
             return False
         ctx = self.container.streams.video[0].codec_context
+        if ctx is None:
+            return False
         codec = str(getattr(ctx.codec, "canonical_name", "") or ctx.name)
         formats = str(self.container.format.name).split(",")
         return (
