@@ -209,6 +209,35 @@ def test_backend_protocol_checks(artifact: Path) -> None:
         create_backend("openvino", Artifact.open(artifact))
 
 
+def test_low_memory_sessions_give_the_default_sessions_outputs(artifact: Path) -> None:
+    """The runtime's sessions skip pre-packed weight copies and the memory pattern and shrink the CPU arena after
+    each run (libvtc's rule, for peak RSS): outputs equal ONNX Runtime's defaults over changing batch sizes;
+    ``low_memory=False`` gives those defaults."""
+    import onnxruntime as ort
+
+    spec = Artifact.open(artifact)
+    plain = ort.InferenceSession(str(spec.onnx_path), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    with create_backend("onnxruntime", spec, provider="cpu", threads=1) as backend:
+        options = backend._session.get_session_options()
+        assert options.get_session_config_entry("session.disable_prepacking") == "1"
+        assert not options.enable_mem_pattern
+        assert backend._run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+        for b in (4, 1, 3, 4):
+            video = rng.integers(0, 256, size=(b, 4, 224, 224, 3), dtype=np.uint8)
+            out = backend.infer(video)
+            logits, embedding, norm = plain.run(["logits", "embedding", "feature_norm"], {"video": video})
+            np.testing.assert_allclose(out.logits, logits, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(out.embedding, embedding, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(out.feature_norm, norm, rtol=1e-6)
+    with create_backend("onnxruntime", spec, provider="cpu", threads=1, low_memory=False) as backend:
+        options = backend._session.get_session_options()
+        with pytest.raises(RuntimeError, match="does not have configuration with key: session.disable_prepacking"):
+            options.get_session_config_entry("session.disable_prepacking")
+        assert options.enable_mem_pattern
+        assert backend._run_options is None
+
+
 def test_artifact_problems_are_one_line(artifact: Path, tmp_path: Path, real_videos: list[Path]) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(artifact, copy)

@@ -177,7 +177,7 @@ class StreamClassifier:
         classes: Sequence[str] | None = None,
         class_embeddings: np.ndarray | None = None,
     ) -> None:
-        from vtc_deploy.runtimes.ort import open_session
+        from vtc_deploy.runtimes.ort import cpu_run_options, open_session
 
         spec = artifact.spec
         if spec.streaming is None:
@@ -196,6 +196,7 @@ class StreamClassifier:
         self._head = open_session(
             str(artifact.root / spec.streaming.head_file), artifact, provider=provider, threads=threads, spinning=False
         )
+        self._frames_run = cpu_run_options(self._frames)  # frame batches vary in size: shrink the arena after each
         self.classes = tuple(classes) if classes is not None else spec.classes
         self._class_embeddings = class_embeddings  # [C, D] when the classes were changed at run time
         self.frames_encoded = 0  # how many frames went through the encoder (each at most once)
@@ -206,7 +207,7 @@ class StreamClassifier:
         batch = np.stack(frames)  # [n, S, S, 3] uint8
         feed = batch if spec.input.kind == "uint8" else to_float(batch, spec.input.mean, spec.input.std)
         self.frames_encoded += len(frames)
-        out: np.ndarray = self._frames.run(["frame_embedding"], {"frames": feed})[0]
+        out: np.ndarray = self._frames.run(["frame_embedding"], {"frames": feed}, self._frames_run)[0]
         return out  # [n, D]
 
     def run(self, source: StreamSource, *, window: int, stride: int, topk: int = 5) -> Iterator[WindowResult]:
