@@ -127,6 +127,37 @@ def write_video(
     return path
 
 
+def swapped_timestamps_video(path: Path, n: int = 48, swap: int = 30) -> Path:
+    """An intact H.264 MKV (B-frames) whose frames ``swap`` and ``swap + 1`` (presentation order) carry each other's
+    timestamps, as a miswritten or damaged index does: the decoder outputs them in picture order, so their timestamps
+    come out descending. A plain decode gives the pictures in order; an index sorted by timestamp swaps them."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"g": "24", "bf": "2"}
+        for frame in moving_square(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    buf.seek(0)
+    with av.open(buf) as src, av.open(str(path), "w", format="matroska") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        packets = [p for p in src.demux(video=0) if p.size]
+        order = sorted(range(len(packets)), key=lambda i: packets[i].pts)
+        a, b = packets[order[swap]], packets[order[swap + 1]]
+        a.pts, b.pts = b.pts, a.pts
+        for packet in packets:
+            packet.stream = out
+            dst.mux(packet)
+    return path
+
+
 def moving_square(n: int = 48, h: int = 120, w: int = 160, *, seed: int = 0) -> np.ndarray:
     """Frames where a bright square moves right over a textured, slowly changing background."""
     rng = np.random.default_rng(seed)

@@ -54,7 +54,7 @@ def seeds(work: Path) -> list[Path]:
         ("hevc.mp4", "libx265", {"g": "10", "x265-params": "log-level=none:bframes=2"}),
         ("vp9.webm", "libvpx-vp9", {"g": "10"}),
         ("mpeg4_b.avi", "mpeg4", {"g": "10", "bf": "2"}),
-        ("mjpeg.avi", "mjpeg", {}),
+        ("mjpeg.avi", "mjpeg", {"strict": "-1"}),  # yuv420p (not yuvj420p): unofficial for MJPEG
     ]
     out = []
     for name, codec, options in made:

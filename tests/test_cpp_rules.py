@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import WRONG_INDEX_FRAMES
+from tests.conftest import WRONG_INDEX_FRAMES, swapped_timestamps_video
 from vtc_deploy import preprocess
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import uniform_indices
@@ -702,6 +702,20 @@ def test_decode_wrong_index_falls_back_with_corrected_count(corpus: dict[str, Pa
     assert [(i["num_frames"], i["indexed"]) for i in infos] == [(len(ref), False)] * 2
     got = np.frombuffer(out.read_bytes(), np.uint8).reshape(len(idx), *ref.shape[1:])
     assert np.array_equal(got, ref[idx])
+
+
+def test_decode_timestamps_out_of_the_decoders_order_fall_back(tmp_path: Path) -> None:
+    """As tests/test_video.py: timestamps that come out of the decoder descending switch the file to the sequential
+    path (libvtc returned frames 30 and 31 swapped before)."""
+    import av
+
+    path = swapped_timestamps_video(tmp_path / "swapped.mkv")
+    with av.open(str(path)) as container:
+        ref = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    for idx in ([30, 31], list(range(48)), [0, 6, 12, 18, 24, 30, 36, 42]):
+        info, frames = cpp_decode(path, idx, tmp_path)
+        assert info["num_frames"] == 48 and not info["indexed"], info
+        assert np.array_equal(frames, ref[idx]), idx
 
 
 def test_decode_hidden_frame_falls_back_with_corrected_count(wrong_index_video: Path, tmp_path: Path) -> None:

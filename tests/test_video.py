@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import REAL_FACTS
+from tests.conftest import REAL_FACTS, swapped_timestamps_video
 from vtc_deploy.errors import UsageError, VideoDecodeError
 from vtc_deploy.inputs import read_views
 from vtc_deploy.preprocess import preprocess_frame, preprocess_frames
@@ -175,3 +175,20 @@ def test_no_leak_over_many_opens(real_videos: list[Path]) -> None:
     cycle(150)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50, f"peak RSS grew by {grown_mb:.0f} MB over 300 opens"
+
+
+def test_timestamps_out_of_the_decoders_order_are_read_sequentially(tmp_path: Path) -> None:
+    """The index orders frames by timestamp; when the decoder's output order disagrees (a miswritten or damaged
+    index: found by tests/fuzz_decode.py on a damaged MP4 ``ctts``), the range check sees the timestamps come out
+    descending and the file is read sequentially. Before that check the reader returned frames 30 and 31 swapped,
+    without an error. tests/test_cpp_rules.py checks libvtc the same way."""
+    path = swapped_timestamps_video(tmp_path / "swapped.mkv")
+    ref = pyav_all_frames(path)
+    for decoder in ("auto", *DECODERS):
+        for idx in ([30, 31], list(range(len(ref))), [0, 6, 12, 18, 24, 30, 36, 42]):
+            with open_video(path, decoder=decoder) as reader:  # type: ignore[arg-type]
+                assert reader.info.num_frames == len(ref) == 48
+                got = reader.get_frames_at(idx)
+                assert np.array_equal(got, ref[idx]), (decoder, idx)
+                if decoder != "decord":
+                    assert reader.info.decoder == "pyav-sequential", reader.info

@@ -29,7 +29,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
   (``skip_frame`` BIDIR / NONINTRA on that packet): ``vtc_deploy.h264`` reads the slice headers, rebuilds the
   reference lists and replays the decoder's reference state with the drops, and drops only where every decoded
   picture keeps the same references and picture order count. Every decoded range is checked: each packet fed
-  without skipping comes out as exactly one frame with its pts, nothing else comes out, no frame is flagged corrupt.
+  without skipping comes out as exactly one frame with its pts, nothing else comes out, the pts come out ascending
+  (the decoder's output order is the definition's; a miswritten index can disagree), no frame is flagged corrupt.
   A failed check or a decode error switches the file to the sequential path. VP8/VP9/AV1/MJPEG packets after the
   last wanted frame are trusted to hold one shown frame each, as their MP4/Matroska mappings require. These
   containers are opened without FFmpeg's probe decode (their headers carry the stream parameters; the probe would
@@ -37,7 +38,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
 - *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
   frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
-  wanted output positions, stopping after the last one.
+  wanted output positions, stopping after the last one. Each of these decodes starts from a decoder that has
+  decoded nothing, opened with FFmpeg's probe, as a plain decode's is (``_Source.decoder(fresh=True)``).
 
 If the sequential count differs from the count reported at open, ``get_frames_at`` / ``map_frames_at`` raise
 ``FrameCountChanged`` (a ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
@@ -317,6 +319,7 @@ class _Source:
         if size == 0:
             raise VideoDecodeError("empty file (0 bytes)", path=path)
         self.container: Any = None
+        self._fresh_container: Any = None  # holds the decoder of the sequential path after the first (decoder())
         self._decoder_used = False
         try:
             self.container = self._open(probe=False)
@@ -425,15 +428,27 @@ class _Source:
     def stream(self) -> Any:
         return self.container.streams.video[0]
 
-    def decoder(self, threads: int) -> Any:
-        """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start."""
-        ctx = self.stream.codec_context
-        if not self._decoder_used:
+    def decoder(self, threads: int, *, fresh: bool = False) -> Any:
+        """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start;
+        ``fresh``: a decoder that has decoded nothing yet (the sequential path: a plain decode starts from one). A
+        flushed decoder keeps its buffer pool, and on damaged data that FFmpeg decodes without an error a damaged
+        picture can show what the pool held (found by tests/fuzz_decode.py: after the indexed path fell back, a
+        damaged H.264 file gave other pixels than a plain decode from frame 170 on)."""
+        if fresh and (self._decoder_used or not self._probed):
+            if self._fresh_container is not None:
+                self._fresh_container.close()
+            self._fresh_container = self._open(probe=True)
+            ctx = self._fresh_container.streams.video[0].codec_context
             ctx.thread_type = "AUTO"
             ctx.thread_count = max(0, threads)
-            self._decoder_used = True
         else:
-            ctx.flush_buffers()
+            ctx = self.stream.codec_context
+            if not self._decoder_used:
+                ctx.thread_type = "AUTO"
+                ctx.thread_count = max(0, threads)
+                self._decoder_used = True
+            else:
+                ctx.flush_buffers()
         ctx.skip_frame = "DEFAULT"
         return ctx
 
@@ -460,6 +475,9 @@ class _Source:
         if self.container is not None:
             self.container.close()
             self.container = None
+        if self._fresh_container is not None:
+            self._fresh_container.close()
+            self._fresh_container = None
 
 
 def truncation(path: str, stream: Any, size: int) -> str | None:
@@ -662,7 +680,7 @@ class PyAVReader(VideoReader):
     def _count_sequential(self) -> tuple[int, int]:
         """Decode everything once (no colour conversion): the frame count and the first frame's rotation. The
         decoded frames are kept while they fit in ``FRAME_MEMORY`` (then reading decodes nothing again)."""
-        ctx = self._src.decoder(self._threads)
+        ctx = self._src.decoder(self._threads, fresh=True)
         count, rotation, kept_bytes = 0, 0, 0
         cache: list[Any] | None = []
 
@@ -700,7 +718,7 @@ class PyAVReader(VideoReader):
             return {k: fn(self._to_rgb(self._cache[k])) for k in indices}
         wanted = set(indices)
         out: dict[int, R] = {}
-        ctx = self._src.decoder(self._threads)
+        ctx = self._src.decoder(self._threads, fresh=True)
         count = 0
 
         def take(frames: list[Any]) -> None:
@@ -939,8 +957,10 @@ class _Chain:
         self.outputs.clear()
 
     def check(self, frame_of_pts: dict[int, int]) -> str:
-        """Empty when every frame that came out was one fed packet's, once, and every packet fed without skipping
-        came out."""
+        """Empty when every frame that came out was one fed packet's, once, in ascending timestamp order, and every
+        packet fed without skipping came out. The order: the index orders frames by timestamp, the definition by
+        the decoder's output (picture order count); a file whose timestamps disagree with it (a damaged or
+        miswritten MP4 ``ctts``, found by tests/fuzz_decode.py) is read sequentially."""
         seen = self.seen
         if self.corrupt:
             return f"{self.corrupt} frames were decoded with missing references"
@@ -948,6 +968,8 @@ class _Chain:
             return "a frame without a timestamp of its own came out"
         if len(set(seen)) != len(seen):
             return "a timestamp came out twice"
+        if any(b < a for a, b in zip(seen, seen[1:])):
+            return "frames came out of the decoder out of timestamp order"
         if not self.required <= set(seen):
             return f"{len(self.required - set(seen))} packets produced no frame"
         return ""

@@ -717,6 +717,11 @@ struct Chain {
       if (!fed.count(p)) return "a frame without a timestamp of its own came out";
       if (!unique.insert(p).second) return "a timestamp came out twice";
     }
+    // The index orders frames by timestamp, the definition by the decoder's output: a file whose timestamps
+    // disagree with it (a damaged or miswritten MP4 ctts) is read sequentially (vtc_deploy.video._Chain.check).
+    for (size_t i = 1; i < seen.size(); ++i) {
+      if (seen[i] < seen[i - 1]) return "frames came out of the decoder out of timestamp order";
+    }
     for (int64_t p : required) {
       if (!unique.count(p)) return "a packet produced no frame";
     }
