@@ -12,8 +12,8 @@ short) and then:
   raise ``VideoDecodeError``; any other exception, or a hang past ``--timeout`` seconds, is a failure. Frames it
   returns are compared with a plain ``container.decode(video=0)`` of the same file (DEPLOY_NOTES item 14); a
   difference is a failure (a wrong answer without an error) unless that plain decode itself raised or gives other
-  frames on frame threads (FFmpeg's own output on that damaged file depends on its decoding history), in which case
-  the reader's answer is counted as ``undefined``.
+  frames on frame threads or when it holds every frame (FFmpeg's own output on that damaged file depends on its
+  decoding history: what its buffer pool hands back), in which case the reader's answer is counted as ``undefined``.
 - libvtc's decoder (``vtc-rules decode``, best an AddressSanitizer + UBSan build): exit 0 or 2 (one-line error)
   with no sanitizer report; a signal, another status, a sanitizer report or a hang is a failure. Its frames are
   compared with the Python reader's where both succeeded (a difference is reported; FFmpeg 5.1 and 8 may conceal
@@ -101,12 +101,14 @@ def damage(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     return bytes(buf[:cut]), f"cut at {cut}"
 
 
-def plain(path: Path, threads: int = 1) -> tuple[np.ndarray | None, bool]:
+def plain(path: Path, threads: int = 1, *, hold: bool = False) -> tuple[np.ndarray | None, bool]:
     """Every frame of a plain sequential decode, on one thread by default (as the reader decodes by default), and
     whether that decode raised (frames up to there kept). On damaged data FFmpeg's output can depend on its threading
     (what a partly decoded picture holds comes from the decoder's buffer pool): ``threads`` > 1 decodes with frame
-    threads, to tell such files apart."""
+    threads and ``hold`` keeps every decoded frame until the end (so the pool never hands a buffer back), to tell
+    such files apart."""
     frames: list[np.ndarray] = []
+    held: list[Any] = []
     try:
         with av.open(str(path)) as container:
             ctx = container.streams.video[0].codec_context
@@ -114,20 +116,25 @@ def plain(path: Path, threads: int = 1) -> tuple[np.ndarray | None, bool]:
             if threads > 1:
                 ctx.thread_type = "FRAME"
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                if hold:
+                    held.append(frame)
+                else:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+            frames += [frame.to_ndarray(format="rgb24") for frame in held]
         return (np.stack(frames) if frames else None), False
     except Exception:  # PyAV's error types
         return (np.stack(frames) if frames and len({f.shape for f in frames}) == 1 else None), True
 
 
-def python_read(path: str, queue: Any) -> None:
+def python_read(path: str, queue: Any, every: bool = False) -> None:
     from vtc_deploy.errors import VideoDecodeError
     from vtc_deploy.sampling import uniform_indices
     from vtc_deploy.video import open_video
 
     try:
         with open_video(path, decoder="pyav", autorotate=False) as reader:
-            idx = uniform_indices(reader.info.num_frames, 8)[0]
+            n = reader.info.num_frames
+            idx = np.arange(n) if every else uniform_indices(n, 8)[0]
             frames = reader.get_frames_at(idx)
         queue.put(("ok", idx.tolist(), frames))
     except VideoDecodeError as exc:
@@ -137,9 +144,9 @@ def python_read(path: str, queue: Any) -> None:
         queue.put(("crash", f"{type(exc).__name__}: {exc}", None))
 
 
-def run_python(path: Path, timeout: float) -> tuple[str, Any, Any]:
+def run_python(path: Path, timeout: float, every: bool = False) -> tuple[str, Any, Any]:
     queue: Any = mp.get_context("fork").Queue()
-    proc = mp.get_context("fork").Process(target=python_read, args=(str(path), queue))
+    proc = mp.get_context("fork").Process(target=python_read, args=(str(path), queue, every))
     proc.start()
     try:
         result = queue.get(timeout=timeout)
@@ -211,12 +218,20 @@ def main() -> int:
                     same = False
                 else:
                     same = bool(np.array_equal(ref[idx], frames))
+                for other in ({"threads": 4}, {"hold": True}):
+                    if not same and not raised:
+                        alt, _ = plain(path, **other)  # type: ignore[arg-type]
+                        raised = alt is None or alt.shape != ref.shape or not np.array_equal(alt, ref)
+                unverified = False
                 if not same and not raised:
-                    threaded, _ = plain(path, threads=4)
-                    raised = threaded is None or threaded.shape != ref.shape or not np.array_equal(threaded, ref)
+                    # the index lists more frames than the plain decode yields, in packets no read range decoded
+                    # (damage that makes FFmpeg drop pictures): only reading every frame can tell, and it does
+                    every, message, _ = run_python(path, args.timeout, every=True)
+                    unverified = every == "error" and "the packet index listed" in message
                 if not same:
-                    counts["py-undefined" if raised else "py-wrong"] += 1
-                    if not raised:
+                    kind = "py-undefined" if raised else "py-count-unverified" if unverified else "py-wrong"
+                    counts[kind] += 1
+                    if kind == "py-wrong":
                         verdict.append(f"python returned frames that differ from the plain decode at {idx}")
             if args.rules is not None:
                 idx = detail if status == "ok" else [0]
