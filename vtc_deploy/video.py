@@ -968,7 +968,8 @@ class _Chain:
             return "a frame without a timestamp of its own came out"
         if len(set(seen)) != len(seen):
             return "a timestamp came out twice"
-        if any(b < a for a, b in zip(seen, seen[1:])):
+        stamps = [p for p in seen if p is not None]  # all of them: a None came out as "without a timestamp" above
+        if any(b < a for a, b in itertools.pairwise(stamps)):
             return "frames came out of the decoder out of timestamp order"
         if not self.required <= set(seen):
             return f"{len(self.required - set(seen))} packets produced no frame"
