@@ -430,10 +430,9 @@ class _Source:
 
     def decoder(self, threads: int, *, fresh: bool = False) -> Any:
         """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start;
-        ``fresh``: a decoder that has decoded nothing yet (the sequential path: a plain decode starts from one). A
-        flushed decoder keeps its buffer pool, and on damaged data that FFmpeg decodes without an error a damaged
-        picture can show what the pool held (found by tests/fuzz_decode.py: after the indexed path fell back, a
-        damaged H.264 file gave other pixels than a plain decode from frame 170 on)."""
+        ``fresh``: a decoder that has decoded nothing yet, from a probed container (the sequential path: a plain
+        decode starts from one, as libvtc's does). A flushed decoder keeps state such as its buffer pool, which a
+        damaged picture that FFmpeg decodes without an error can show."""
         if fresh and (self._decoder_used or not self._probed):
             if self._fresh_container is not None:
                 self._fresh_container.close()
