@@ -1,10 +1,12 @@
 """``vtc-deploy serve``: options -> ``ServeConfig`` -> ``serve.serve`` (Triton Inference Server through PyTriton).
+A server's log lines carry the time, as Triton's own do.
 
 Imports: click, vtc_deploy.serve (lazily).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -78,6 +80,8 @@ def serve(
     from vtc_deploy.serve import ServeConfig
     from vtc_deploy.serve import serve as run_server
 
+    for handler in logging.getLogger("vtc_deploy").handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     run_server(
         model_dir,
         ServeConfig(
