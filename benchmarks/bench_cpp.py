@@ -95,14 +95,6 @@ def pure_inference_in_child(model: Path, views: int, batch: int, threads: int) -
     return float(proc.stdout.split()[-1])
 
 
-# `vtc-deploy run` with ONNX Runtime's default session and run options (--ort-defaults)
-ORT_DEFAULTS = (
-    "import sys; from vtc_deploy.runtimes.ort import OrtBackend; "
-    "OrtBackend.__init__.__kwdefaults__['low_memory'] = False; "
-    "sys.argv[0] = 'vtc-deploy'; from vtc_deploy.cli import main; main()"
-)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, type=Path)
@@ -115,7 +107,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best kept)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument(
-        "--ort-defaults", action="store_true", help="also vtc-deploy run with ONNX Runtime's default session options"
+        "--low-memory",
+        action="store_true",
+        help="both runtimes with --low-memory (no pre-packed weight copies); pure inference: ONNX Runtime's defaults",
     )
     args = parser.parse_args()
     if not VTC_RUN.is_file():
@@ -131,15 +125,12 @@ def main() -> None:
         common = [
             "--model", str(args.model), "--json", "--batch", str(args.batch), "--threads", str(args.threads),
             "--workers", str(args.workers), "--clips", str(args.clips), "--crops", str(args.crops),
-        ]  # fmt: skip
+        ] + (["--low-memory"] if args.low_memory else [])  # fmt: skip
         cpp_cmd = [str(VTC_RUN), *common, "--timing", *videos]
         py_cmd = [sys.executable, "-m", "vtc_deploy", "run", *common, "--backend", "onnxruntime", *videos]
         views = args.videos * args.clips * args.crops
-        py_defaults_cmd = [sys.executable, "-c", ORT_DEFAULTS, "run", *common, "--backend", "onnxruntime", *videos]
         figures: dict[str, list[float]] = {k: [] for k in ("cpp", "cpp_classify", "py", "pure")}
         rss: dict[str, int] = {"cpp": 0, "py": 0}
-        if args.ort_defaults:
-            figures["py_ort_defaults"], rss["py_ort_defaults"] = [], 0
         for _ in range(args.rounds):
             wall, peak, stdout, stderr = run_measured(cpp_cmd)
             figures["cpp"].append(wall)
@@ -152,12 +143,6 @@ def main() -> None:
             figures["py"].append(wall)
             rss["py"] = max(rss["py"], peak)
             py_out = [json.loads(line) for line in stdout.splitlines()]
-            if args.ort_defaults:
-                wall, peak, stdout, _ = run_measured(py_defaults_cmd)
-                figures["py_ort_defaults"].append(wall)
-                rss["py_ort_defaults"] = max(rss["py_ort_defaults"], peak)
-                for a, b in zip(py_out, (json.loads(line) for line in stdout.splitlines()), strict=True):
-                    assert a["topk"][0]["index"] == b["topk"][0]["index"], (a, b)
             figures["pure"].append(pure_inference_in_child(args.model, views, args.batch, args.threads))
         same_top1 = sum(a["topk"][0]["index"] == b["topk"][0]["index"] for a, b in zip(cpp_out, py_out, strict=True))
         dlogit = max(
@@ -179,6 +164,7 @@ def main() -> None:
         "workers": args.workers,
         "batch": args.batch,
         "rounds": args.rounds,
+        "low_memory": args.low_memory,
         "seconds": best,
         "clips_per_s": rate,
         "vtc_run_vs_vtc_deploy_run": rate["cpp"] / rate["py"],
@@ -192,11 +178,6 @@ def main() -> None:
         "top1_agreement": same_top1 / len(cpp_out),
         "max_abs_dlogit_top5": dlogit,
     }
-    if args.ort_defaults:
-        report["py_low_memory_vs_ort_defaults"] = {
-            "speed": rate["py"] / rate["py_ort_defaults"],
-            "peak_rss": rss["py"] / rss["py_ort_defaults"],
-        }
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -93,7 +93,7 @@ class OrtBackend(Backend):
         trt_fp16: bool | None = None,
         onnx_path: str | None = None,
         spinning: bool = True,
-        low_memory: bool = True,
+        low_memory: bool = False,
     ) -> None:
         super().__init__(artifact)
         if provider not in ("auto", *PROVIDERS):
@@ -124,7 +124,7 @@ class OrtBackend(Backend):
             low_memory=self.low_memory,
         )
         self.providers = list(self._session.get_providers())
-        self._run_options = cpu_run_options(self._session) if self.low_memory else None
+        self._run_options = cpu_run_options(self._session)
         if self.providers == ["CPUExecutionProvider"]:
             check_gate_host(self.artifact)
 
@@ -185,18 +185,19 @@ def open_session(
     spinning: bool = True,
     trt_fp16: bool | None = None,
     role: GraphRole | None = None,
-    low_memory: bool = True,
+    low_memory: bool = False,
 ) -> Any:
     """An ONNX Runtime session over one of the artifact's graphs, with quiet logging and the chosen providers, whose
     declared I/O matches the manifest for ``role`` (default: the role of the manifest field naming ``path``'s file,
     else the video graph).
 
-    ``low_memory`` (libvtc's ``SessionConfig::low_memory``, the same rule and default): no pre-packed copies of the
-    weights and no memory pattern. ONNX Runtime's defaults keep a pre-packed copy of every MatMul weight beside the
-    original and plan a whole activation block on top of the arena. ViT-B/32 fp32, batch 4, 1 thread, ONNX Runtime
-    1.32, 2-vCPU AMD EPYC: a session's peak RSS 735-744 -> 508 MB, inference 3% slower (median of 5 interleaved
-    rounds); `vtc-deploy run` over 32 videos 805 -> 559 MB (README, "Run"). ``cpu_run_options`` adds the third
-    part, shrinking the CPU arena after every run. ``OrtBackend(low_memory=False)`` gives ONNX Runtime's defaults."""
+    Always (libvtc's ``SessionConfig``, the same rules): no memory pattern, which plans a whole activation block on top
+    of the arena (ViT-B/32 fp32, batch 4, 1 thread, ONNX Runtime 1.32, Xeon with AVX-512: 37 MB less peak RSS, the
+    same speed: 2.05-2.13 against 2.07-2.14 clips/s); ``cpu_run_options`` shrinks the CPU arena after every run.
+    ``low_memory`` (libvtc's ``SessionConfig::low_memory``, the same default): also no pre-packed copies of the
+    MatMul weights beside the originals: a session's peak RSS 812 -> 624 MB, but inference 12% slower on that Xeon
+    (2.21 -> 1.95 clips/s) and 3% on an AVX2-only AMD EPYC. Off by default (speed first); on for memory-bound
+    devices (``vtc-deploy run --low-memory``)."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     levels = {
@@ -210,9 +211,9 @@ def open_session(
         options.intra_op_num_threads = int(threads)
     if not spinning:  # idle intra-op threads sleep instead of spinning: the CPU goes to decoding threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_mem_pattern = False
     if low_memory:
         options.add_session_config_entry("session.disable_prepacking", "1")
-        options.enable_mem_pattern = False
     options.log_severity_level = 3  # errors only: keep the user's stderr clean
     fp16 = artifact.spec.precision == "fp16" if trt_fp16 is None else trt_fp16
     providers = choose_providers(ort, provider, artifact, trt_fp16=fp16)

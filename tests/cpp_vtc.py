@@ -42,6 +42,7 @@ class Options(ctypes.Structure):
         ("provider_option_values", ctypes.POINTER(ctypes.c_char_p)),
         ("num_provider_options", ctypes.c_size_t),
         ("check_hash", ctypes.c_int),
+        ("low_memory", ctypes.c_int),
     ]
 
 

@@ -68,6 +68,20 @@ def test_json_equals_vtc_deploy_run(cpp_artifact: Path, real_videos: list[Path],
     print(f"clips={clips} crops={crops}: max |dlogit| {worst:.2e}")
 
 
+def test_low_memory_gives_the_same_answers(cpp_artifact: Path, real_videos: list[Path]) -> None:
+    """``--low-memory`` (no pre-packed weight copies) in both runtimes: the same objects as the default sessions."""
+    videos = [str(v) for v in real_videos]
+    common = ["--model", str(cpp_artifact), "--json", "--batch", "2", "--threads", "1"]
+    runs = [
+        vtc_run(*common, *videos),
+        vtc_run(*common, "--low-memory", *videos),
+        run_cli("run", *common, "--backend", "onnxruntime", "--low-memory", *videos),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], "".join(r.stderr for r in runs)
+    for other in runs[1:]:
+        assert_same_objects(objects(other.stdout), objects(runs[0].stdout))
+
+
 @pytest.mark.parametrize("clips", [1, 3])
 def test_wrong_packet_index_resamples_like_vtc_deploy_run(
     cpp_artifact: Path, wrong_index_video: Path, real_videos: list[Path], clips: int

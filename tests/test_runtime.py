@@ -209,33 +209,37 @@ def test_backend_protocol_checks(artifact: Path) -> None:
         create_backend("openvino", Artifact.open(artifact))
 
 
-def test_low_memory_sessions_give_the_default_sessions_outputs(artifact: Path) -> None:
-    """The runtime's sessions skip pre-packed weight copies and the memory pattern and shrink the CPU arena after
-    each run (libvtc's rule, for peak RSS): outputs equal ONNX Runtime's defaults over changing batch sizes;
-    ``low_memory=False`` gives those defaults."""
+def test_session_options_give_the_default_sessions_outputs(artifact: Path) -> None:
+    """The runtime's sessions skip the memory pattern and shrink the CPU arena after each run (libvtc's rules, for
+    peak RSS), keep ONNX Runtime's pre-packed weights (speed) unless ``low_memory``: outputs equal ONNX Runtime's
+    defaults over changing batch sizes either way."""
     import onnxruntime as ort
 
     spec = Artifact.open(artifact)
     plain = ort.InferenceSession(str(spec.onnx_path), ort.SessionOptions(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
-    with create_backend("onnxruntime", spec, provider="cpu", threads=1) as backend:
-        options = backend._session.get_session_options()
-        assert options.get_session_config_entry("session.disable_prepacking") == "1"
-        assert not options.enable_mem_pattern
-        assert backend._run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
-        for b in (4, 1, 3, 4):
-            video = rng.integers(0, 256, size=(b, 4, 224, 224, 3), dtype=np.uint8)
-            out = backend.infer(video)
-            logits, embedding, norm = plain.run(["logits", "embedding", "feature_norm"], {"video": video})
-            np.testing.assert_allclose(out.logits, logits, rtol=0, atol=1e-4)
-            np.testing.assert_allclose(out.embedding, embedding, rtol=0, atol=1e-6)
-            np.testing.assert_allclose(out.feature_norm, norm, rtol=1e-6)
-    with create_backend("onnxruntime", spec, provider="cpu", threads=1, low_memory=False) as backend:
-        options = backend._session.get_session_options()
-        with pytest.raises(RuntimeError, match="does not have configuration with key: session.disable_prepacking"):
-            options.get_session_config_entry("session.disable_prepacking")
-        assert options.enable_mem_pattern
-        assert backend._run_options is None
+    for low_memory in (False, True):
+        with create_backend("onnxruntime", spec, provider="cpu", threads=1, low_memory=low_memory) as backend:
+            options = backend._session.get_session_options()
+            if low_memory:
+                assert options.get_session_config_entry("session.disable_prepacking") == "1"
+            else:
+                with pytest.raises(RuntimeError, match="does not have configuration with key"):
+                    options.get_session_config_entry("session.disable_prepacking")
+            assert not options.enable_mem_pattern
+            assert backend._run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+            for b in (4, 1, 3, 4):
+                video = rng.integers(0, 256, size=(b, 4, 224, 224, 3), dtype=np.uint8)
+                out = backend.infer(video)
+                logits, embedding, norm = plain.run(["logits", "embedding", "feature_norm"], {"video": video})
+                np.testing.assert_allclose(out.logits, logits, rtol=0, atol=1e-4)
+                np.testing.assert_allclose(out.embedding, embedding, rtol=0, atol=1e-6)
+                np.testing.assert_allclose(out.feature_norm, norm, rtol=1e-6)
+    with (
+        create_backend("onnxruntime", spec, provider="cpu", threads=1) as backend,  # the default: speed first
+        pytest.raises(RuntimeError, match="does not have configuration with key"),
+    ):
+        backend._session.get_session_options().get_session_config_entry("session.disable_prepacking")
 
 
 def test_artifact_problems_are_one_line(artifact: Path, tmp_path: Path, real_videos: list[Path]) -> None:

@@ -45,6 +45,7 @@ class RunOptions:
     model_dir: Path | None = None  # None: the zero-shot Kinetics-400 model, built once into the cache
     backend: BackendName = "auto"
     threads: int = 0  # 0: the backend decides
+    low_memory: bool = False  # ONNX Runtime on the CPU: no pre-packed weight copies (less memory, slower)
     classes: str | None = None  # other class names, scored through the artifact's text.onnx
     templates: tuple[str, ...] = ()  # prompt templates for classes (empty: the artifact's)
     topk: int = 5
@@ -68,6 +69,8 @@ def run_videos(
     from vtc_deploy.zoo import ensure_default_model
 
     backend_options: dict[str, Any] = {"threads": options.threads} if options.threads else {}
+    if options.low_memory:
+        backend_options["low_memory"] = True
     if options.backend in ("tensorrt", "auto"):
         backend_options["profile"] = engine_profile(options.batch)
     with Classifier.load(

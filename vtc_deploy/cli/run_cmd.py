@@ -81,6 +81,11 @@ def _format_window(result: Any) -> str:
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Decoding threads.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="Inference threads (0: the backend decides).")
+@click.option(
+    "--low-memory",
+    is_flag=True,
+    help="ONNX Runtime on the CPU: no pre-packed copies of the weights (~190 MB less on ViT-B/32, 3-12%% slower).",
+)
 @click.option("--decoder", type=click.Choice(DECODERS), default="auto", show_default=True)
 @click.option(
     "--autorotate/--no-autorotate",
@@ -114,6 +119,7 @@ def run(
     workers: int,
     backend: str,
     threads: int,
+    low_memory: bool,
     decoder: str,
     autorotate: bool,
     as_json: bool,
@@ -134,6 +140,7 @@ def run(
         model_dir=model_dir,
         backend=cast(BackendName, backend),
         threads=threads,
+        low_memory=low_memory,
         classes=classes,
         templates=templates,
         topk=topk,

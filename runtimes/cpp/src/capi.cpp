@@ -251,6 +251,7 @@ int vtc_open(const char* artifact_dir, const vtc_options* opts, vtc_classifier**
         o.provider_options.emplace_back(opts->provider_option_keys[i], opts->provider_option_values[i]);
       }
       o.check_hash = opts->check_hash != 0;
+      o.low_memory = opts->low_memory != 0;
     }
     auto handle = std::make_unique<vtc_classifier>();
     handle->engine = std::make_unique<vtc::Engine>(artifact_dir, o);

@@ -224,6 +224,7 @@ Engine::Engine(const std::string& dir, const EngineOptions& options) : options_(
   session_config_.threads = options.threads;
   session_config_.provider = options.provider;
   session_config_.provider_options = options.provider_options;
+  session_config_.low_memory = options.low_memory;
   session_config_.trt_cache_dir = manifest_.root + "/engines/ort-trt";
   session_config_.trt_fp16 = manifest_.precision == "fp16";
   model_ = std::make_unique<Session>(manifest_.path_of(manifest_.onnx_file), session_config_);

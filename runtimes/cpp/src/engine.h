@@ -31,6 +31,7 @@ struct EngineOptions {
   std::string provider = "cpu";
   std::vector<std::pair<std::string, std::string>> provider_options;
   bool check_hash = true;
+  bool low_memory = false;  // SessionConfig::low_memory
 };
 
 struct Prediction {

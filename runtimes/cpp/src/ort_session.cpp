@@ -132,10 +132,8 @@ Session::Session(const std::string& path, const SessionConfig& config) : impl_(n
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (config.threads > 0) options.SetIntraOpNumThreads(config.threads);
     if (!config.spinning) options.AddConfigEntry("session.intra_op.allow_spinning", "0");
-    if (config.low_memory) {
-      options.AddConfigEntry("session.disable_prepacking", "1");
-      options.DisableMemPattern();
-    }
+    options.DisableMemPattern();  // see SessionConfig
+    if (config.low_memory) options.AddConfigEntry("session.disable_prepacking", "1");
     options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_FATAL);
     const OrtApi& api = Ort::GetApi();
     for (const auto& p : chain) {
@@ -184,7 +182,7 @@ Session::Session(const std::string& path, const SessionConfig& config) : impl_(n
     }
     impl_->chosen.emplace_back("cpu");
     impl_->run_options = Ort::RunOptions();
-    if (config.low_memory && chain.empty()) {  // CPU only: see SessionConfig.low_memory
+    if (chain.empty()) {  // CPU only: see SessionConfig
       impl_->run_options.AddConfigEntry("memory.enable_memory_arena_shrinkage", "cpu:0");
     }
     impl_->session = Ort::Session(e, path.c_str(), options);

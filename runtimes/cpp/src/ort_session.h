@@ -17,17 +17,19 @@ struct SessionConfig {
   std::string provider = "cpu";
   std::vector<std::pair<std::string, std::string>> provider_options;
   bool spinning = true;
-  // Peak memory: no pre-packed copies of the weights (measured on ViT-B/32 with ONNX Runtime 1.32: peak RSS of a
-  // session 806 -> 617 MB, same speed) and no memory pattern (the planned activation block is allocated on top of
-  // the arena's chunks: batch 4, VmHWM after 5 runs 591 -> 554 MB, speed within noise). The CPU arena stays on:
-  // without it the first inference peaked at 994 MB against 554 MB. Loading from a buffer instead of the path
-  // peaks at 898 MB (the buffer and the initializers at once); from the path ONNX Runtime 1.29 holds the weights
-  // once (model.onnx 428 MB -> 483 MB after session creation). VmHWM per step: README.md, "C and C++". Those
-  // resident fp32 weights are the floor: half the Python runtime's peak (~470 of ~940 MB on ViT-B/32) cannot be
-  // reached for an fp32 artifact (mapped external weights count as resident once inference touches them).
-  // On the CPU provider the arena is also shrunk after every run: without it the arena keeps the union of the pages that runs of
-  // different batch sizes touched (vtc-run, 16 videos, batch 4 with partial batches: VmHWM 599 -> 588 MB).
-  bool low_memory = true;
+  // Always (peak memory at no cost in speed): no memory pattern (the planned activation block is allocated on top
+  // of the arena's chunks: batch 4, VmHWM after 5 runs 591 -> 554 MB; ViT-B/32 pure inference 2.05-2.13 clips/s
+  // against 2.07-2.14 with the pattern, Xeon with AVX-512) and, on the CPU provider, the arena shrunk after every
+  // run (without it the arena keeps the union of the pages that runs of different batch sizes touched: vtc-run,
+  // 16 videos, batch 4 with partial batches, VmHWM 599 -> 588 MB). The CPU arena stays on: without it the first
+  // inference peaked at 994 MB against 554 MB. Loading from a buffer instead of the path peaks at 898 MB (the
+  // buffer and the initializers at once); from the path ONNX Runtime holds the weights once (model.onnx 428 MB ->
+  // 483 MB after session creation). VmHWM per step: README.md, "C and C++".
+  // low_memory: also no pre-packed copies of the MatMul weights. ViT-B/32 fp32, batch 4, 1 thread, ONNX Runtime
+  // 1.32: a session's peak RSS ~190 MB lower (812 -> 624 MB), inference 12% slower on a Xeon with AVX-512 (2.21 ->
+  // 1.95 clips/s), 3% on an AVX2-only AMD EPYC. Off by default: speed first; on for memory-bound devices. Resident
+  // fp32 weights are the floor either way (mapped external weights count as resident once inference touches them).
+  bool low_memory = false;
   std::string trt_cache_dir;  // default TensorRT engine cache (artifact/engines/ort-trt)
   bool trt_fp16 = false;
 };

@@ -3,8 +3,8 @@
 // --workers threads ahead of inference (streams: on a thread of its own).
 //
 //   vtc-run --model DIR [--json] [--topk K] [--clips N] [--crops 1|3] [--batch B] [--threads N] [--workers N]
-//           [--provider cpu|cuda|tensorrt|auto] [--classes FILE|NAME] [--templates T]... [--window W [--stride S]]
-//           VIDEO...
+//           [--provider cpu|cuda|tensorrt|auto] [--low-memory] [--classes FILE|NAME] [--templates T]...
+//           [--window W [--stride S]] VIDEO...
 // Inputs: files, directories (their video files, recursively, sorted) and @list.txt. Exit 1 when any input failed,
 // 2 for a usage error.
 #include <dirent.h>
@@ -30,8 +30,8 @@ namespace {
 
 const char* kUsage =
     "usage: vtc-run --model DIR [--json] [--topk K] [--clips N] [--crops 1|3] [--batch B] [--threads N]\n"
-    "               [--workers N] [--provider cpu|cuda|tensorrt|auto] [--classes FILE|NAME] [--templates T]...\n"
-    "               [--window W [--stride S]] [--timing] VIDEO...\n";
+    "               [--workers N] [--provider cpu|cuda|tensorrt|auto] [--low-memory] [--classes FILE|NAME]\n"
+    "               [--templates T]... [--window W [--stride S]] [--timing] VIDEO...\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "%svtc-run: error: %s\n", kUsage, message.c_str());
@@ -233,6 +233,8 @@ int main(int argc, char** argv) {
       options.decode_threads = to_int(a, value(), 1);
     } else if (a == "--provider") {
       provider = value();
+    } else if (a == "--low-memory") {  // no pre-packed weight copies: less memory, slower (vtc_options.low_memory)
+      options.low_memory = true;
     } else if (a == "--classes") {
       classes = value();
     } else if (a == "--templates") {

@@ -83,6 +83,7 @@ struct Options {
   std::string provider = "cpu";
   std::vector<std::pair<std::string, std::string>> provider_options;
   bool check_hash = true;
+  bool low_memory = false;  // vtc_options.low_memory
 };
 
 class Stream;
@@ -105,6 +106,7 @@ class Classifier {
     o.provider_option_values = values.data();
     o.num_provider_options = keys.size();
     o.check_hash = options.check_hash ? 1 : 0;
+    o.low_memory = options.low_memory ? 1 : 0;
     const int status = vtc_open(artifact_dir.c_str(), &o, &handle_);  // (the message is read after the call)
     check(status, vtc_last_error());
   }
