@@ -14,8 +14,9 @@ COMMON = {"--help", "-h"}
 OPTIONS = {
     "": {"--version", "--quiet", "-q", "--verbose", "-v"},
     "run": {
-        "--model", "--topk", "--clips", "--crops", "--batch", "--workers", "--backend", "--threads", "--decoder",
-        "--autorotate", "--no-autorotate", "--json", "--viz", "--progress", "--no-progress", "--classes", "--templates",
+        "--model", "--topk", "--clips", "--crops", "--batch", "--workers", "--backend", "--threads", "--low-memory",
+        "--decoder", "--autorotate", "--no-autorotate", "--json", "--viz", "--progress", "--no-progress", "--classes",
+        "--templates",
     },
     "stream": {
         "--model", "--window", "--stride", "--topk", "--provider", "--threads", "--json", "--classes", "--templates",
