@@ -366,6 +366,29 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in errors[0], errors[0]
 
 
+MEDIUM_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 224, "layers": 4, "width": 512, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    "quick_gelu": True,
+}
+
+
+@pytest.fixture(scope="session")
+def medium_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact whose MatMul weights are big enough for glibc's heap to matter (vision width 512, 4 layers: 1-4 MB
+    per weight, 57 MB of model.onnx), random weights, mean head, T=4, UCF-101, no text.onnx: for the peak-memory
+    tests of session creation (runtimes/ort.py heap_for_weights, libvtc's HeapForWeights)."""
+    from vtc_deploy.checkpoint import load_model, save_checkpoint
+    from vtc_deploy.export import ExportOptions, export_artifact
+
+    root = tmp_path_factory.mktemp("medium")
+    arch = register_tiny_clip(root / "cfg", "vtc-test-medium", MEDIUM_CLIP)
+    ckpt = save_checkpoint(root / "medium.pt", load_model(arch, classes="ucf101", frames=4))
+    export_artifact(str(ckpt), ExportOptions(out=root / "model", verify=False, text=False))
+    return root / "model"
+
+
 @pytest.fixture(scope="session")
 def cpp_artifact(tmp_path_factory: pytest.TempPathFactory, ours_ckpt: Path) -> Path:
     """The tiny transformer-head artifact (T=4, HMDB-51) with text.onnx and the streaming graphs, for the C/C++

@@ -45,7 +45,7 @@ class RunOptions:
     model_dir: Path | None = None  # None: the zero-shot Kinetics-400 model, built once into the cache
     backend: BackendName = "auto"
     threads: int = 0  # 0: the backend decides
-    low_memory: bool = False  # ONNX Runtime on the CPU: no pre-packed weight copies (less memory, slower)
+    low_memory: bool = False  # ONNX Runtime on the CPU: no pre-packed weights (slower; runtimes/ort.py open_session)
     classes: str | None = None  # other class names, scored through the artifact's text.onnx
     templates: tuple[str, ...] = ()  # prompt templates for classes (empty: the artifact's)
     topk: int = 5

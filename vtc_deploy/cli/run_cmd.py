@@ -84,7 +84,8 @@ def _format_window(result: Any) -> str:
 @click.option(
     "--low-memory",
     is_flag=True,
-    help="ONNX Runtime on the CPU: no pre-packed copies of the weights (~190 MB less on ViT-B/32, 3-12% slower).",
+    help="ONNX Runtime on the CPU: no pre-packed weights (3-12% slower). Saves memory only where glibc's heap is "
+    "left alone (VTC_KEEP_MALLOC=1, MALLOC_* settings, another C library): ~190 MB on ViT-B/32 there.",
 )
 @click.option("--decoder", type=click.Choice(DECODERS), default="auto", show_default=True)
 @click.option(

@@ -6,7 +6,13 @@
 #include "ort_session.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "error.h"
 
@@ -16,6 +22,55 @@ namespace {
 constexpr int kMinApiVersion = 17;  // every OrtApi function used here exists since ONNX Runtime 1.17
 
 void discard_log(void*, OrtLoggingLevel, const char*, const char*, const char*, const char*) {}
+
+// Around the creation of a session on glibc (runtimes/ort.py's heap_for_weights, the same rule): blocks of 1 MiB and
+// more are mapped on their own while ONNX Runtime loads the weights, so that the originals it frees after pre-packing
+// them go back to the system instead of staying resident as holes in the heap (ViT-B/32 fp32: ~200 MB of a 790 MB
+// peak, varying from run to run with where glibc's adaptive threshold stood). Afterwards glibc is left where that
+// adaptive threshold ends up by itself in a process that handles video frames (32 MiB; trim threshold 64 MiB) and
+// free heap pages are returned. Nothing is changed when the process's allocator was configured from outside (its mmap
+// or trim threshold or mmap_max set by MALLOC_*_ or GLIBC_TUNABLES), when VTC_KEEP_MALLOC=1 says so, or the C
+// library is not glibc.
+class HeapForWeights {
+ public:
+  HeapForWeights() : active_(configurable()) {
+#if defined(__GLIBC__)
+    if (active_) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
+  }
+  ~HeapForWeights() {
+#if defined(__GLIBC__)
+    if (active_) {
+      mallopt(M_MMAP_THRESHOLD, 32 << 20);
+      mallopt(M_TRIM_THRESHOLD, 64 << 20);
+      malloc_trim(0);
+    }
+#endif
+  }
+  HeapForWeights(const HeapForWeights&) = delete;
+  HeapForWeights& operator=(const HeapForWeights&) = delete;
+
+ private:
+  static bool configurable() {
+#if defined(__GLIBC__)
+    const char* keep = std::getenv("VTC_KEEP_MALLOC");
+    if (keep != nullptr && keep[0] != '\0' && std::strcmp(keep, "0") != 0) return false;
+    for (const char* name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"}) {
+      if (std::getenv(name) != nullptr) return false;
+    }
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    if (tunables != nullptr) {
+      for (const char* name : {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.mmap_max"}) {
+        if (std::strstr(tunables, name) != nullptr) return false;
+      }
+    }
+    return true;
+#else
+    return false;
+#endif
+  }
+  bool active_;
+};
 
 const OrtApi* api_or_throw() {
   static const OrtApi* api = [] {
@@ -185,6 +240,7 @@ Session::Session(const std::string& path, const SessionConfig& config) : impl_(n
     if (chain.empty()) {  // CPU only: see SessionConfig
       impl_->run_options.AddConfigEntry("memory.enable_memory_arena_shrinkage", "cpu:0");
     }
+    HeapForWeights heap;
     impl_->session = Ort::Session(e, path.c_str(), options);
   } catch (const Ort::Exception& exc) {
     std::string what = Error::one_line(exc.what());

@@ -25,10 +25,13 @@ struct SessionConfig {
   // inference peaked at 994 MB against 554 MB. Loading from a buffer instead of the path peaks at 898 MB (the
   // buffer and the initializers at once); from the path ONNX Runtime holds the weights once (model.onnx 428 MB ->
   // 483 MB after session creation). VmHWM per step: README.md, "C and C++".
-  // low_memory: also no pre-packed copies of the MatMul weights. ViT-B/32 fp32, batch 4, 1 thread, ONNX Runtime
-  // 1.32: a session's peak RSS ~190 MB lower (812 -> 624 MB), inference 12% slower on a Xeon with AVX-512 (2.21 ->
-  // 1.95 clips/s), 3% on an AVX2-only AMD EPYC. Off by default: speed first; on for memory-bound devices. Resident
-  // fp32 weights are the floor either way (mapped external weights count as resident once inference touches them).
+  // Session creation runs inside HeapForWeights (ort_session.cpp): the originals ONNX Runtime frees after pre-packing
+  // the MatMul weights go back to the system (vtc-run, ViT-B/32 fp32: peak 741 -> 604 MB, the same speed).
+  // low_memory: also no pre-packed MatMul weights. ViT-B/32 fp32, batch 4, 1 thread, ONNX Runtime 1.32: inference
+  // 12% slower on a Xeon with AVX-512 (2.21 -> 1.95 clips/s), 3% on an AVX2-only AMD EPYC; the same peak RSS as the
+  // default (589 MB) where HeapForWeights acts, ~190 MB lower where it does not (another C library, VTC_KEEP_MALLOC=1
+  // or glibc's thresholds set from outside). Resident fp32 weights are the floor either way (mapped external weights
+  // count as resident once inference touches them).
   bool low_memory = false;
   std::string trt_cache_dir;  // default TensorRT engine cache (artifact/engines/ort-trt)
   bool trt_fp16 = false;

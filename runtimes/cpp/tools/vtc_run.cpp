@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
       options.decode_threads = to_int(a, value(), 1);
     } else if (a == "--provider") {
       provider = value();
-    } else if (a == "--low-memory") {  // no pre-packed weight copies: less memory, slower (vtc_options.low_memory)
+    } else if (a == "--low-memory") {  // no pre-packed weights: slower (vtc_options.low_memory)
       options.low_memory = true;
     } else if (a == "--classes") {
       classes = value();

@@ -63,8 +63,10 @@ typedef struct vtc_options {
   const char* const* provider_option_values; /* passed to ONNX Runtime's Update{CUDA,TensorRT}ProviderOptions */
   size_t num_provider_options;
   int check_hash;           /* 1 (default): every graph must match the sha256 in the manifest */
-  int low_memory;           /* 1: no pre-packed copies of the weights (CPU provider): ~190 MB less resident on
-                               ViT-B/32 fp32, inference 3% (AVX2) to 12% (AVX-512) slower; 0 (default) */
+  int low_memory;           /* 1: no pre-packed weights (CPU provider), inference 3% (AVX2) to 12% (AVX-512)
+                               slower. Saves memory only where glibc's heap is left alone at session creation
+                               (VTC_KEEP_MALLOC=1, MALLOC_* settings, another C library): ~190 MB on ViT-B/32
+                               fp32 there; nothing otherwise (README, "C and C++"); 0 (default) */
 } vtc_options;
 
 /* Options of one classification call. Initialise with vtc_run_options_init. */
