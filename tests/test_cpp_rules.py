@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import WRONG_INDEX_FRAMES, swapped_timestamps_video
+from tests.test_h264_refs import damaged_carphone
 from vtc_deploy import preprocess
 from vtc_deploy.preprocess import preprocess_frames
 from vtc_deploy.sampling import uniform_indices
@@ -333,6 +334,21 @@ def codec_of(name: str) -> str:
         if key in name:
             return key
     return "h264"
+
+
+def test_a_damaged_non_reference_picture_is_decoded_as_a_plain_decode_does(video_dir: Path, tmp_path: Path) -> None:
+    """libvtc's NonReferenceCheck (vtc_deploy.h264's rule): on carphone_distorted.mp4 with one damaged slice-header
+    byte in a non-reference picture (tests/test_h264_refs.py), the indexed path decodes that picture as a plain decode
+    does, and its frames at the Text4Vis indices equal the plain decode's (before: up to 102 grey levels off, no
+    error)."""
+    path = damaged_carphone(video_dir, tmp_path / "damaged.mp4")
+    ref = pyav_frames(path)
+    for t in (8, 16):
+        for clips in (1, 3):
+            idx = sorted(set(uniform_indices(len(ref), t, clips).reshape(-1).tolist()))
+            info, got = cpp_decode(path, idx, tmp_path)
+            assert info["indexed"] and info["num_frames"] == len(ref)
+            assert np.array_equal(got, np.stack([ref[k] for k in idx])), (t, clips)
 
 
 def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """Dropping H.264 reference pictures that no wanted frame needs (vtc_deploy/h264.py, used by the PyAV reader's
 indexed path) never changes a returned frame: for many x264 configurations, every frame read alone, random sets of
 frames and the Text4Vis views equal a plain sequential decode, and the drops really happen where the structure
-allows them (so the comparison is not vacuous)."""
+allows them (so the comparison is not vacuous). Non-reference pictures are skipped only while their frame_num is what
+a valid stream gives them (``h264.NonReferenceCheck``, a damaged file from the fuzzer)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,4 +225,71 @@ def test_damaged_headers_raise_only_unsupported(files: dict[str, Path]) -> None:
             parsed += 1
         except h264.Unsupported:
             pass
+        with contextlib.suppress(h264.Unsupported):  # the non-reference check's own, shorter parse
+            h264.frame_num(bytes(data), size, h264.FrameNumParams.from_avcc(bytes(extra)))
     assert 0 < parsed < 3000
+
+
+def test_frame_num_agrees_with_the_full_slice_header(files: dict[str, Path]) -> None:
+    """The non-reference check's short parse (``h264.frame_num``, libvtc's ``h264_frame_num``) reads every picture's
+    ``frame_num`` as the full slice-header parse does, over all the configurations (scaling matrices, 4:4:4, slices)."""
+    for name, path in files.items():
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            extradata = bytes(stream.codec_context.extradata)
+            packets = [bytes(p) for p in container.demux(stream) if p.size]
+        size = (extradata[4] & 3) + 1
+        full, short = h264.ParameterSets.from_avcc(extradata), h264.FrameNumParams.from_avcc(extradata)
+        for data in packets:
+            header = h264.picture_header(data, size, full)
+            assert h264.frame_num(data, size, short) == (header.frame_num, 1 << header.sps.log2_max_frame_num), name
+
+
+DAMAGED_AT, DAMAGED_FROM, DAMAGED_TO = 1172, 0x63, 0x02
+
+
+def damaged_carphone(video_dir: Path, out: Path) -> Path:
+    """carphone_distorted.mp4 with one slice-header byte of its 5th packet (a non-reference B picture) changed, the
+    case tests/fuzz_decode.py found: the picture's frame_num is no longer the previous reference picture's plus one,
+    FFmpeg fills a frame_num gap when it decodes it, and every later frame of a plain decode changes."""
+    data = bytearray((video_dir / "carphone_distorted.mp4").read_bytes())
+    assert data[DAMAGED_AT] == DAMAGED_FROM  # the file this test was written against
+    data[DAMAGED_AT] = DAMAGED_TO
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_damaged_non_reference_picture_is_decoded_as_a_plain_decode_does(video_dir: Path, tmp_path: Path) -> None:
+    """The reader skips a non-reference picture only while its frame_num is what a valid stream gives it
+    (``h264.NonReferenceCheck``): on the damaged file it decodes that picture and every later non-reference one, and
+    returns the plain decode's frames at the Text4Vis indices (before: up to 102 grey levels off, no error). The
+    damage is real: the plain decodes of the two files differ from frame 15 on."""
+    clean = video_dir / "carphone_distorted.mp4"
+    damaged = damaged_carphone(video_dir, tmp_path / "damaged.mp4")
+    ref, ref_clean = sequential(damaged), sequential(clean)
+    assert np.array_equal(ref[0], ref_clean[0]) and np.abs(ref[15].astype(int) - ref_clean[15]).max() > 50
+    for t in (8, 16):
+        for clips in (1, 3):
+            idx = uniform_indices(len(ref), t, clips).reshape(-1).tolist()
+            with open_video(damaged, decoder="pyav") as reader:
+                assert reader.info.decoder == "pyav"  # the indexed path, where skipping happens
+                assert np.array_equal(reader.get_frames_at(idx), ref[idx]), (t, clips)
+
+    def verdicts(path: Path) -> list[bool | None]:
+        """Per packet in decode order: whether the non-reference picture in it may be skipped (None: a reference)."""
+        src = video._Source(str(path), 1 << 40)
+        try:
+            check = h264.NonReferenceCheck(h264.FrameNumParams.from_avcc(src.extradata), src.nal_size)
+            assert src._kept is not None
+            out: list[bool | None] = []
+            for p, packet in zip(src.packets, src._kept, strict=True):
+                skippable = check.skippable(bytes(packet), not p.disposable)
+                out.append(skippable if p.disposable else None)
+            return out
+        finally:
+            src.close()
+
+    clean_verdicts, damaged_verdicts = verdicts(clean), verdicts(damaged)
+    assert False not in clean_verdicts and True in clean_verdicts  # the valid file's may all be skipped
+    assert damaged_verdicts[:4] == clean_verdicts[:4] and damaged_verdicts[4] is False  # the damaged picture
+    assert True not in damaged_verdicts[4:]  # and nothing after it

@@ -371,6 +371,126 @@ def picture_header(packet: bytes | memoryview, length_size: int, params: Paramet
     return PictureHeader(idr, ref, slices[0].frame_num, mmco, tuple(slices), sps)
 
 
+FRAME_NUM_BYTES = 24  # first_mb_in_slice, slice_type, pic_parameter_set_id, colour_plane_id, frame_num fit here
+
+
+@dataclass
+class FrameNumParams:
+    """What a slice's ``frame_num`` needs of the parameter sets, by id: SPS -> (log2_max_frame_num,
+    separate_colour_plane_flag), PPS -> its SPS. Read only as far as those fields (libvtc's ``FrameNumParams``, the
+    same rule): an SPS or PPS that does not parse that far is ``Unsupported``."""
+
+    sps: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    pps: dict[int, int] = field(default_factory=dict)
+
+    def add(self, nal: bytes | memoryview) -> None:
+        kind = nal[0] & 0x1F
+        bits = _Bits(nal[1 : HEADER_BYTES[-1]])
+        if kind == 7:
+            profile = bits.u(8)
+            bits.u(16)  # constraint flags, level
+            sps_id = bits.ue()
+            separate = False
+            if profile in HIGH_PROFILES:
+                chroma_format_idc = bits.ue()
+                if chroma_format_idc == 3:
+                    separate = bool(bits.u(1))
+                bits.ue()  # bit_depth_luma_minus8
+                bits.ue()  # bit_depth_chroma_minus8
+                bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+                if bits.u(1):  # seq_scaling_matrix_present_flag
+                    for i in range(12 if chroma_format_idc == 3 else 8):
+                        if bits.u(1):
+                            _scaling_list(bits, 16 if i < 6 else 64)
+            log2_max_frame_num = bits.ue() + 4
+            if sps_id > 31 or log2_max_frame_num > 16:
+                raise Unsupported("SPS out of range")
+            self.sps[sps_id] = (log2_max_frame_num, separate)
+        elif kind == 8:
+            pps_id, sps_id = bits.ue(), bits.ue()
+            if pps_id > 255 or sps_id > 31:
+                raise Unsupported("PPS out of range")
+            self.pps[pps_id] = sps_id
+
+    @classmethod
+    def from_avcc(cls, extradata: bytes) -> FrameNumParams:
+        """The parameter sets of an ``avcC`` box (ISO/IEC 14496-15 5.3.3.1)."""
+        out = cls()
+        pos = 5
+        for count_mask in (0x1F, 0xFF):
+            if pos >= len(extradata):
+                raise Unsupported("malformed avcC")
+            count = extradata[pos] & count_mask
+            pos += 1
+            for _ in range(count):
+                n = int.from_bytes(extradata[pos : pos + 2], "big")
+                if pos + 2 + n > len(extradata) or n < 1:
+                    raise Unsupported("malformed avcC")
+                out.add(extradata[pos + 2 : pos + 2 + n])
+                pos += 2 + n
+        return out
+
+
+def frame_num(packet: bytes | memoryview, length_size: int, params: FrameNumParams) -> tuple[int, int]:
+    """``(frame_num, MaxFrameNum)`` of the first slice of one packet; in-band SPS/PPS before it update ``params``
+    first. Raises ``Unsupported`` where it does not parse (malformed, a missing parameter set)."""
+    for nal in nal_units(packet, length_size):
+        kind = nal[0] & 0x1F
+        if kind in (7, 8):
+            params.add(nal)
+        elif kind in (1, 5):
+            for limit in (FRAME_NUM_BYTES, len(nal)):
+                try:
+                    bits = _Bits(nal[1:limit])
+                    bits.ue()  # first_mb_in_slice
+                    bits.ue()  # slice_type
+                    sps_id = params.pps.get(bits.ue())
+                    if sps_id is None or sps_id not in params.sps:
+                        raise Unsupported("slice names a missing parameter set")
+                    log2_max_frame_num, separate = params.sps[sps_id]
+                    if separate:
+                        bits.u(2)  # colour_plane_id
+                    return bits.u(log2_max_frame_num), 1 << log2_max_frame_num
+                except _Truncated:
+                    if limit >= len(nal):
+                        break
+            raise Unsupported("slice header longer than the slice")
+    raise Unsupported("packet without a slice")
+
+
+class NonReferenceCheck:
+    """Whether a non-reference picture may be skipped (``skip_frame`` NONREF) without changing what the decoder does
+    next (libvtc's ``NonReferenceCheck``, the same rule): in a valid stream its ``frame_num`` is the previous
+    reference picture's plus one (7.4.3), and skipping it changes nothing else. A damaged one with another
+    ``frame_num`` makes FFmpeg fill a frame_num gap when it decodes it (placeholder references that push real ones
+    out, then wrong pixels in later frames, without an error): a plain decode does that, a decoder that skipped it
+    would not. So such a picture is decoded, and so is every later non-reference picture of the run (found by
+    tests/fuzz_decode.py: one damaged slice-header byte in carphone_distorted.mp4). Fed every packet of a decode run
+    in order, from its IDR picture; anything that does not parse ends the skipping too."""
+
+    def __init__(self, params: FrameNumParams | None, length_size: int) -> None:
+        self.params = FrameNumParams(dict(params.sps), dict(params.pps)) if params is not None else None
+        self.length_size = length_size
+        self.prev_ref: int | None = None  # frame_num of the latest reference picture
+        self.ok = params is not None
+
+    def skippable(self, packet: bytes | memoryview, reference: bool) -> bool:
+        """Note one packet (``reference``: it holds a reference picture); for a non-reference picture, whether it may
+        be skipped."""
+        if not self.ok or self.params is None:
+            return False
+        try:
+            number, limit = frame_num(packet, self.length_size, self.params)
+        except Unsupported:
+            self.ok = False
+            return False
+        if reference:
+            self.prev_ref = number
+            return False
+        self.ok = self.prev_ref is not None and number == (self.prev_ref + 1) % limit
+        return self.ok
+
+
 @dataclass(frozen=True)
 class _Decoded:
     """One picture as a conforming decoder decodes the whole stream."""

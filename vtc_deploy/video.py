@@ -24,8 +24,10 @@ counts, packet counts and timestamps are not the definition; they are used only 
   frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
   (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
   the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference; ``skip_frame=NONREF`` on
-  that packet only). Where a range holds H.264 reference pictures coded as B slices (x264's default B-pyramid) and
-  frames have at least ``DROP_MIN_PIXELS``, reference pictures that no wanted frame depends on are dropped too
+  that packet only; H.264 only while its ``frame_num`` is what a valid stream gives it, ``h264.NonReferenceCheck``:
+  decoding a damaged one changes later frames). Where a range holds H.264 reference pictures coded as B slices
+  (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``, reference pictures that no wanted frame
+  depends on are dropped too
   (``skip_frame`` BIDIR / NONINTRA on that packet): ``vtc_deploy.h264`` reads the slice headers, rebuilds the
   reference lists and replays the decoder's reference state with the drops, and drops only where every decoded
   picture keeps the same references and picture order count. Every decoded range is checked: each packet fed
@@ -653,6 +655,7 @@ class PyAVReader(VideoReader):
         self._chain: _Chain | None = None
         self._cache: list[Any] | None = None  # sequential path: the decoded frames, when they fit
         self._h264_params: h264.ParameterSets | None = None  # indexed H.264: reference analysis state
+        self._frame_num_params: h264.FrameNumParams | Literal[False] | None = False  # False: not read yet
         self._h264_headers: dict[int, h264.PictureHeader] = {}  # by packet position
         self._h264_limit = MAX_FRAMES + 1  # runs reaching this position are not analysed (something it cannot model)
         try:
@@ -764,7 +767,21 @@ class PyAVReader(VideoReader):
         start_pts = self._src.packets[start].pts
         assert start_pts is not None
         self._chain = _Chain(self._ctx, start, start_pts, self._src.packets)
+        self._chain.nonref = self._nonref_check()
         return self._chain
+
+    def _nonref_check(self) -> h264.NonReferenceCheck | None:
+        """H.264 (length-prefixed): the check that decides, packet by packet, whether a non-reference picture may be
+        skipped (``h264.NonReferenceCheck``); ``None`` for other codecs (skipped whenever they are not wanted)."""
+        src = self._src
+        if src.codec != "h264" or not src.nal_size:
+            return None
+        if self._frame_num_params is False:
+            try:
+                self._frame_num_params = h264.FrameNumParams.from_avcc(src.extradata)
+            except h264.Unsupported:
+                self._frame_num_params = None  # the avcC does not parse: nothing is skipped
+        return h264.NonReferenceCheck(self._frame_num_params, src.nal_size)
 
     def _start_of(self, k: int) -> int:
         """Decode position of the latest keyframe before frame ``k`` in decode order and not after it in
@@ -837,7 +854,7 @@ class PyAVReader(VideoReader):
                 info = self._src.packets[pos]
                 if info.pts in wanted_pts:
                     mode = None
-                elif info.disposable:
+                elif chain.note(pos, packet):
                     mode = "NONREF"
                 else:
                     mode = drops.get(pos)
@@ -916,11 +933,25 @@ class _Chain:
         self.seen: list[int | None] = []  # pts of every frame that came out
         self.corrupt = 0  # frames the decoder flagged as decoded with missing references
         self.dropped: set[int] = set()  # positions of reference pictures the decoder was told to drop
+        self.nonref: h264.NonReferenceCheck | None = None  # H.264: may a non-reference picture be skipped
+        self.noted = start  # packets before this position went through note()
+        self.verdict = False  # note()'s answer for the latest packet
+
+    def note(self, pos: int, packet: Any) -> bool:
+        """Whether packet ``pos`` holds a non-reference picture that may be skipped (``nonref``'s verdict for H.264);
+        every packet the chain decodes passes here once, in decode order (``feed`` notes any not noted yet)."""
+        if pos >= self.noted:
+            self.noted = pos + 1
+            info = self.packets[pos]
+            ok = True if self.nonref is None else self.nonref.skippable(memoryview(packet), not info.disposable)
+            self.verdict = info.disposable and ok
+        return self.verdict
 
     def feed(self, pos: int, packet: Any, *, skip: str | None) -> None:
         """Decode one packet; ``skip``: the ``skip_frame`` value that drops its picture (NONREF for a
         non-reference picture, BIDIR / NONINTRA for a reference picture nothing wanted depends on), None to
         decode it."""
+        self.note(pos, packet)
         info = self.packets[pos]
         self.ctx.skip_frame = skip or "DEFAULT"
         frames = self.ctx.decode(packet)

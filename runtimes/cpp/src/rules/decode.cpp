@@ -4,7 +4,8 @@
 // - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG whose packets map one-to-one to frames, checked
 //   on the packet index and, for H.264/HEVC, on the NAL units): num_frames = the packets not marked discard, frame k =
 //   the packet with the k-th smallest pts; reading decodes from the keyframe before each wanted frame, skips
-//   non-reference pictures that are not wanted (skip_frame per packet), stops after the last wanted one, and checks
+//   non-reference pictures that are not wanted (skip_frame per packet; H.264: while NonReferenceCheck allows it),
+//   stops after the last wanted one, and checks
 //   every decoded range; a failed check switches the file to the sequential path;
 // - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame).
 // RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives (FFmpeg 8's swscale: SWS_BILINEAR, the frame's colour
@@ -690,6 +691,187 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
   p->pictures = count, p->intra = intra, p->disposable = count == 1 && !referenced;
 }
 
+// ---- H.264 frame_num: may a non-reference picture be skipped (vtc_deploy.h264.FrameNumParams, frame_num and
+// NonReferenceCheck, the same rule: a damaged non-reference picture whose frame_num is not the previous reference
+// picture's plus one makes FFmpeg fill a frame_num gap when it decodes it, which changes later frames; a decoder that
+// skipped it would return other frames than a plain decode, without an error).
+
+struct H264Unsupported {};                       // the bitstream is not what the rule can read: skip nothing
+struct H264Truncated : H264Unsupported {};       // the bytes given end inside the header
+
+// Exp-Golomb reader over bytes [begin, end) of one NAL unit, emulation prevention bytes removed (every 00 00 03 ->
+// 00 00, left to right, as Python's bytes.replace).
+class H264Bits {
+ public:
+  H264Bits(const uint8_t* begin, const uint8_t* end) {
+    for (const uint8_t* p = begin; p < end;) {
+      if (end - p >= 3 && p[0] == 0 && p[1] == 0 && p[2] == 3) {
+        rbsp_.push_back(0), rbsp_.push_back(0);
+        p += 3;
+      } else {
+        rbsp_.push_back(*p++);
+      }
+    }
+    size_ = rbsp_.size() * 8;
+  }
+  uint64_t u(size_t n) {
+    if (pos_ + n > size_) throw H264Truncated{};
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i, ++pos_) v = (v << 1) | ((rbsp_[pos_ / 8] >> (7 - pos_ % 8)) & 1);
+    return v;
+  }
+  uint64_t ue() {
+    size_t zeros = 0;
+    while (pos_ + zeros < size_ && !((rbsp_[(pos_ + zeros) / 8] >> (7 - (pos_ + zeros) % 8)) & 1)) ++zeros;
+    if (pos_ + zeros >= size_) throw H264Truncated{};
+    if (zeros > 31) throw H264Unsupported{};
+    pos_ += zeros;
+    return u(zeros + 1) - 1;
+  }
+  int64_t se() {
+    const uint64_t k = ue();
+    return k % 2 ? static_cast<int64_t>((k + 1) / 2) : -static_cast<int64_t>(k / 2);
+  }
+
+ private:
+  std::vector<uint8_t> rbsp_;
+  size_t size_ = 0, pos_ = 0;
+};
+
+constexpr size_t kHeaderBytes = 1024;  // parameter sets are read from at most this many bytes (h264.HEADER_BYTES)
+constexpr size_t kFrameNumBytes = 24;  // first_mb_in_slice .. frame_num fit here (h264.FRAME_NUM_BYTES)
+
+struct FrameNumParams {
+  std::map<uint64_t, std::pair<int, bool>> sps;  // sps_id -> (log2_max_frame_num, separate_colour_plane_flag)
+  std::map<uint64_t, uint64_t> pps;              // pps_id -> sps_id
+
+  void add(const uint8_t* nal, size_t n) {
+    const int kind = nal[0] & 0x1F;
+    H264Bits bits(nal + std::min<size_t>(1, n), nal + std::min(n, kHeaderBytes));
+    if (kind == 7) {
+      static const int kHigh[] = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135};
+      const uint64_t profile = bits.u(8);
+      bits.u(16);  // constraint flags, level
+      const uint64_t sps_id = bits.ue();
+      bool separate = false;
+      if (std::find(std::begin(kHigh), std::end(kHigh), static_cast<int>(profile)) != std::end(kHigh)) {
+        const uint64_t chroma_format_idc = bits.ue();
+        if (chroma_format_idc == 3) separate = bits.u(1) != 0;
+        bits.ue(), bits.ue(), bits.u(1);  // bit depths, qpprime_y_zero_transform_bypass_flag
+        if (bits.u(1)) {                  // seq_scaling_matrix_present_flag
+          for (int i = 0; i < (chroma_format_idc == 3 ? 12 : 8); ++i) {
+            if (!bits.u(1)) continue;
+            int64_t last = 8, next = 8;
+            for (int j = 0; j < (i < 6 ? 16 : 64); ++j) {
+              if (next) next = (((last + bits.se()) % 256) + 256) % 256;
+              last = next ? next : last;
+            }
+          }
+        }
+      }
+      const uint64_t log2_max_frame_num = bits.ue() + 4;
+      if (sps_id > 31 || log2_max_frame_num > 16) throw H264Unsupported{};
+      sps[sps_id] = {static_cast<int>(log2_max_frame_num), separate};
+    } else if (kind == 8) {
+      const uint64_t pps_id = bits.ue();
+      const uint64_t sps_id = bits.ue();
+      if (pps_id > 255 || sps_id > 31) throw H264Unsupported{};
+      pps[pps_id] = sps_id;
+    }
+  }
+
+  static FrameNumParams from_avcc(const uint8_t* extra, size_t size) {
+    FrameNumParams out;
+    size_t pos = 5;
+    for (int mask : {0x1F, 0xFF}) {
+      if (pos >= size) throw H264Unsupported{};
+      const int count = extra[pos] & mask;
+      ++pos;
+      for (int i = 0; i < count; ++i) {
+        if (pos + 2 > size) throw H264Unsupported{};
+        const size_t n = (static_cast<size_t>(extra[pos]) << 8) | extra[pos + 1];
+        if (pos + 2 + n > size || n < 1) throw H264Unsupported{};
+        out.add(extra + pos + 2, n);
+        pos += 2 + n;
+      }
+    }
+    return out;
+  }
+};
+
+// (frame_num, MaxFrameNum) of the first slice of one length-prefixed packet; in-band SPS/PPS before it update params.
+std::pair<int64_t, int64_t> h264_frame_num(const uint8_t* data, size_t size, int length_size, FrameNumParams* params) {
+  size_t pos = 0;
+  while (pos + static_cast<size_t>(length_size) <= size) {  // the whole packet well-formed first (h264.nal_units)
+    size_t n = 0;
+    for (int b = 0; b < length_size; ++b) n = (n << 8) | data[pos + static_cast<size_t>(b)];
+    pos += static_cast<size_t>(length_size);
+    if (n < 1 || pos + n > size) throw H264Unsupported{};
+    pos += n;
+  }
+  if (pos != size) throw H264Unsupported{};
+  pos = 0;
+  while (pos + static_cast<size_t>(length_size) <= size) {
+    size_t n = 0;
+    for (int b = 0; b < length_size; ++b) n = (n << 8) | data[pos + static_cast<size_t>(b)];
+    pos += static_cast<size_t>(length_size);
+    if (n < 1 || pos + n > size) throw H264Unsupported{};
+    const uint8_t* nal = data + pos;
+    pos += n;
+    const int kind = nal[0] & 0x1F;
+    if (kind == 7 || kind == 8) {
+      params->add(nal, n);
+    } else if (kind == 1 || kind == 5) {
+      for (size_t limit : {kFrameNumBytes, n}) {
+        try {
+          H264Bits bits(nal + 1, nal + std::max<size_t>(1, std::min(limit, n)));
+          bits.ue(), bits.ue();  // first_mb_in_slice, slice_type
+          const auto p = params->pps.find(bits.ue());
+          if (p == params->pps.end() || !params->sps.count(p->second)) throw H264Unsupported{};
+          const auto& sps = params->sps[p->second];
+          if (sps.second) bits.u(2);  // colour_plane_id
+          return {static_cast<int64_t>(bits.u(static_cast<size_t>(sps.first))), int64_t{1} << sps.first};
+        } catch (const H264Truncated&) {
+          if (limit >= n) break;
+        }
+      }
+      throw H264Unsupported{};  // slice header longer than the slice
+    }
+  }
+  throw H264Unsupported{};  // a packet without a slice
+}
+
+class NonReferenceCheck {
+ public:
+  NonReferenceCheck(const FrameNumParams* params, int length_size) : length_size_(length_size), ok_(params) {
+    if (params) params_ = *params;
+  }
+  // Notes one packet (reference: it holds a reference picture); for a non-reference picture, whether it may be
+  // skipped. Fed every packet of a decode run in order, from its IDR picture.
+  bool skippable(const uint8_t* data, size_t size, bool reference) {
+    if (!ok_) return false;
+    std::pair<int64_t, int64_t> number;
+    try {
+      number = h264_frame_num(data, size, length_size_, &params_);
+    } catch (const H264Unsupported&) {
+      ok_ = false;
+      return false;
+    }
+    if (reference) {
+      prev_ref_ = number.first;
+      return false;
+    }
+    ok_ = prev_ref_ >= 0 && number.first == (prev_ref_ + 1) % number.second;
+    return ok_;
+  }
+
+ private:
+  FrameNumParams params_;
+  int length_size_;
+  int64_t prev_ref_ = -1;  // frame_num of the latest reference picture, -1: none yet
+  bool ok_;
+};
+
 using PacketPtr = std::unique_ptr<AVPacket, PacketFree>;
 using FramePtr = std::unique_ptr<AVFrame, FrameFree>;
 
@@ -708,6 +890,9 @@ struct Chain {
   std::vector<int64_t> seen;  // pts of every frame that came out
   bool seen_nopts = false;
   int corrupt = 0;
+  std::unique_ptr<NonReferenceCheck> nonref;  // H.264: may a non-reference picture be skipped
+  size_t noted = 0;                          // packets before this position went through note()
+  bool verdict = false;                      // note()'s answer for the latest packet
 
   std::string check() const {
     if (corrupt) return std::to_string(corrupt) + " frames were decoded with missing references";
@@ -861,6 +1046,7 @@ class FileReader final : public VideoReader {
       return false;
     }
     const int length_size = nal_length_size(codec_, par->extradata, par->extradata_size);
+    length_size_ = length_size;
     PacketPtr packet(av_packet_alloc());
     if (!packet) fail(path_, "out of memory");
     int64_t kept_bytes = 0;
@@ -964,12 +1150,44 @@ class FileReader final : public VideoReader {
     decoder_used_ = true;
     ctx->skip_frame = AVDISCARD_DEFAULT;
     chain_ = std::make_unique<Chain>();
-    chain_->start = chain_->next = start;
+    chain_->start = chain_->next = chain_->noted = start;
     chain_->start_pts = packets_[start].pts;
+    chain_->nonref = nonref_check();
     return *chain_;
   }
 
+  // H.264 (length-prefixed): the check that decides, packet by packet, whether a non-reference picture may be
+  // skipped; null for other codecs (skipped whenever they are not wanted). vtc_deploy.video.PyAVReader._nonref_check.
+  std::unique_ptr<NonReferenceCheck> nonref_check() {
+    if (codec_ != "h264" || length_size_ == 0) return nullptr;
+    if (frame_num_state_ == 0) {
+      const AVCodecParameters* par = src_->stream()->codecpar;
+      try {
+        frame_num_params_ = FrameNumParams::from_avcc(par->extradata, static_cast<size_t>(std::max(0, par->extradata_size)));
+        frame_num_state_ = 1;
+      } catch (const H264Unsupported&) {
+        frame_num_state_ = -1;  // the avcC does not parse: nothing is skipped
+      }
+    }
+    return std::make_unique<NonReferenceCheck>(frame_num_state_ == 1 ? &frame_num_params_ : nullptr, length_size_);
+  }
+
+  // Whether packet pos holds a non-reference picture that may be skipped; every packet the chain decodes passes here
+  // once, in decode order (feed notes any not noted yet). vtc_deploy.video._Chain.note.
+  bool note(size_t pos, const AVPacket* packet) {
+    Chain& c = *chain_;
+    if (pos >= c.noted) {
+      c.noted = pos + 1;
+      const PacketInfo& info = packets_[pos];
+      const bool ok =
+          !c.nonref || c.nonref->skippable(packet->data, static_cast<size_t>(std::max(0, packet->size)), !info.disposable);
+      c.verdict = info.disposable && ok;
+    }
+    return c.verdict;
+  }
+
   void feed(size_t pos, const AVPacket* packet, bool skip) {
+    note(pos, packet);
     AVCodecContext* ctx = src_->codec();
     ctx->skip_frame = skip ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
     if (avcodec_send_packet(ctx, packet) < 0) throw IndexMismatch{"decode error"};
@@ -1054,7 +1272,7 @@ class FileReader final : public VideoReader {
       collect(wanted_pts, wanted, &done, on_frame);
       if (chain_->next <= run.second) {
         walk(chain_->next, run.second, [&](size_t pos, const AVPacket* pkt) {
-          const bool skip = !wanted_pts.count(packets_[pos].pts) && packets_[pos].disposable;
+          const bool skip = !wanted_pts.count(packets_[pos].pts) && note(pos, pkt);
           feed(pos, pkt, skip);
           collect(wanted_pts, wanted, &done, on_frame);
           return true;
@@ -1079,6 +1297,9 @@ class FileReader final : public VideoReader {
   // indexed path
   std::unique_ptr<Decoder> src_;  // the container and the decoder the chains run on
   std::string codec_;
+  int length_size_ = 0;                  // H.264/HEVC length prefix (0: not length-prefixed)
+  FrameNumParams frame_num_params_;      // H.264: the avcC's parameter sets, for NonReferenceCheck
+  int frame_num_state_ = 0;              // 0 not read yet, 1 read, -1 the avcC does not parse
   std::vector<PacketInfo> packets_;  // the stream's packets in decode order
   std::vector<PacketPtr> kept_;      // their data, while it fits in kPacketMemory
   bool kept_all_ = false;
