@@ -16,12 +16,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from vtc_deploy.export import ExportOptions, export_artifact
 from vtc_deploy.pipeline import Classifier
+from vtc_deploy.serve import IDLE_TRIM_S
 from vtc_deploy.serve_client import connect
 from vtc_deploy.serve_client import infer as _infer
 from vtc_deploy.serve_front import descendants, free_loopback_ports
@@ -82,6 +84,19 @@ def _http_status(port: int, path: str) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+def _stacks(server: dict) -> str:  # type: ignore[type-arg]
+    """The Python stack of every thread of a server that stopped answering (its SIGUSR1 dump), from its log."""
+    if server["proc"].poll() is not None:
+        return f"the server exited with {server['proc'].returncode}"
+    log: Path = server["log"]
+    size = log.stat().st_size
+    os.kill(server["proc"].pid, signal.SIGUSR1)
+    time.sleep(3)
+    with log.open("rb") as fh:
+        fh.seek(size)
+        return "server threads:\n" + fh.read().decode(errors="replace")[:12000]
 
 
 def _stop_server(server: dict) -> None:  # type: ignore[type-arg]
@@ -201,6 +216,19 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, real_video
 
 
 @pytest.mark.slow
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_keeps_serving(server, real_videos: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    """``kill -USR1``: the Python stack of every thread of the serving process goes to its log (faulthandler), the
+    server goes on answering -- what an operator needs from a server that stopped answering."""
+    dump = _stacks(server)
+    assert "Current thread" in dump or "Thread 0x" in dump, dump
+    assert dump.count("Thread 0x") >= 2 and "serve.py" in dump, dump  # the main thread waits in serve.py
+    client = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+    small = min(real_videos, key=lambda p: p.stat().st_size)
+    out = _infer(client, "vtc_video", "video", np.array([[small.read_bytes()]], dtype=object), "BYTES")
+    assert out["error"][0][0] == b"" and server["proc"].poll() is None
+
+
+@pytest.mark.slow
 def test_server_stops_cleanly(server) -> None:  # type: ignore[no-untyped-def]
     proc = server["proc"]
     children = descendants(proc.pid)
@@ -254,6 +282,33 @@ def _state(pid: int) -> str:
     except OSError:
         return "Z"
     return stat[stat.rindex(")") + 2]
+
+
+def test_an_idle_server_returns_its_free_heap_pages_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VideoService.trim_if_idle``: one ``malloc_trim`` per idle spell, only after ``IDLE_TRIM_S`` without a
+    batch in flight, never while one is (the video and frames handlers run at once), and again after the next batch."""
+    from vtc_deploy import serve
+
+    trims: list[int] = []
+    monkeypatch.setattr(serve, "_malloc_trim", lambda: trims.append(1))
+    model = SimpleNamespace(classes=("a", "b"), spec=SimpleNamespace(model=SimpleNamespace(embed_dim=8)))
+    service = serve.VideoService(model, serve.ServeConfig())  # type: ignore[arg-type]  # the bookkeeping only
+
+    def batch_ended(ago: float) -> None:
+        service._in_flight, service._trimmed = 0, False
+        service._last_batch = time.monotonic() - ago
+
+    assert not service.trim_if_idle() and not trims  # a fresh server has freed nothing
+    batch_ended(IDLE_TRIM_S / 4)
+    assert not service.trim_if_idle()  # not idle long enough
+    batch_ended(IDLE_TRIM_S + 0.1)
+    service._in_flight = 1
+    assert not service.trim_if_idle()  # a batch in flight
+    service._in_flight = 0
+    assert service.trim_if_idle() and trims == [1]
+    assert not service.trim_if_idle() and trims == [1]  # once per idle spell
+    batch_ended(IDLE_TRIM_S + 0.1)
+    assert service.trim_if_idle() and trims == [1, 1]
 
 
 def test_stop_signals_go_through_a_pipe_and_a_second_one_shortens_the_drain() -> None:
@@ -357,18 +412,17 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
     artifact: Path, tmp_path: Path, real_videos: list[Path], stopper: list
 ) -> None:
     """A 200 MB upload (gRPC and HTTP) is refused before it is read: the server's memory (all its processes) grows by
-    less than 64 MB; 1,000 requests after warm-up grow it by less than 10 %, and over 5 x 500 more the median growth
+    less than 64 MB; 1,000 requests after warm-up grow it by less than 10 %, and over 8 x 500 more the median growth
     per 500 is under 4 MB (a leak of 12 kB per request fails).
 
-    The server runs with glibc's mmap threshold fixed at 1 MB (``MALLOC_MMAP_THRESHOLD_``). With glibc's adaptive
-    threshold, blocks of up to 32 MB freed by one request stay in the heap for the next, and the main process's
-    resident memory wanders by +-30 MB from one 500-request step to the next with no trend (measured over 12,000
-    requests: 170-228 MB, no growth); a CI run failed this median on that noise. Fixed, it stays within +-3 MB, and
-    leaked memory stays resident either way. ``vtc-deploy serve`` keeps the adaptive threshold: fixed, this tiny
-    model served 10 % fewer requests per second (fresh pages for every large buffer)."""
-    server = _start_server(
-        artifact, tmp_path / "server.log", "--max-batch", "4", "--topk", "3", env={"MALLOC_MMAP_THRESHOLD_": "1048576"}
-    )
+    The server runs as users run it (glibc settings of ``runtimes/ort.py heap_for_weights``) and each figure is read
+    once it has been idle for ``IDLE_TRIM_S`` and returned its free heap pages: measured that way, 8 of 10 steps
+    moved the main process by under 2 MB (the others by 8-27 MB, either way). Read right after a burst, with blocks
+    of up to 32 MB freed by one request still in the heap, the same server wandered by +-45 MB from step to step with
+    no trend. Fixing glibc's mmap threshold at 1 MB instead (what this test did before) stalled the server in a
+    full CI-like run on a 2-vCPU VM: threads in the kernel's munmap and page-fault paths (the mm lock) for over a
+    minute, requests timed out; a server of ours never runs that way by default."""
+    server = _start_server(artifact, tmp_path / "server.log", "--max-batch", "4", "--topk", "3")
     stopper.append(server)
     pid = server["proc"].pid
     gclient = grpc.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
@@ -386,11 +440,12 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
                 if i % 2 == 0
                 else http.InferenceServerClient(f"127.0.0.1:{server['http']}", network_timeout=120)
             )
+            timeout = {"client_timeout": 120} if i % 2 == 0 else {}  # gRPC: a deadline (HTTP: network_timeout)
             for k in range(n):
                 out = (
-                    _infer(c, "vtc_video", "video", data, "BYTES")
+                    _infer(c, "vtc_video", "video", data, "BYTES", **timeout)
                     if k % 2
-                    else _infer(c, "vtc_frames", "frames", frames, "UINT8")
+                    else _infer(c, "vtc_frames", "frames", frames, "UINT8", **timeout)
                 )
                 if out["error"][0][0]:
                     errors.append(str(out["error"][0][0]))
@@ -403,9 +458,12 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
         threads = [threading.Thread(target=loop, args=(i, n), daemon=True) for i in range(4)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 600
         for t in threads:
-            t.join(timeout=600)
-        assert not errors and len(done) == 4 * n, errors
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if errors or len(done) != 4 * n:  # the server's threads, as it saw them (SIGUSR1: faulthandler)
+            pytest.fail(f"{len(done)} of {4 * n} requests answered, errors {errors[:4]}; {_stacks(server)}")
+        time.sleep(IDLE_TRIM_S + 1.0)  # idle: the server returns its free heap pages (VideoService.trim_if_idle)
 
     run(100)  # warm-up (400 requests): every batch size, every server thread
     before = _tree_rss_mb(pid)
@@ -421,14 +479,14 @@ def test_oversized_upload_and_many_requests_keep_memory_flat(
 
     run(250)  # 1,000 requests: the allocator settles
     levels = [_tree_rss_mb(pid)]
-    for _ in range(5):  # 5 x 500 more
+    for _ in range(8):  # 8 x 500 more
         run(125)
         levels.append(_tree_rss_mb(pid))
     steps = np.diff(levels)
     print(f"server RSS (all processes) {after_huge:.0f} MB; after 1,000 requests, then every 500: {np.round(levels)}")
     assert levels[0] < 1.10 * after_huge
-    # A leak adds to every step; the allocator settling adds a step or two. The median step of a 12 kB-per-request
-    # leak is 6 MB.
+    # A leak adds to every step; the allocator settling adds a step or two either way. The median step of a 12 kB per
+    # request leak is 6 MB.
     assert np.median(steps) < 4, f"the server's memory grows with the number of requests: {np.round(levels)} MB"
 
 

@@ -19,7 +19,9 @@ Process layout: the public HTTP and gRPC ports belong to this process (``serve_f
 before Triton sees a byte, readiness, draining); tritonserver listens on free loopback ports of its own and is
 started with the models already in its repository, so it answers only once they are loaded. This process is a
 child subreaper, so that no Triton process outlives it; SIGTERM and SIGINT drain and stop everything within
-``drain_timeout`` seconds and remove the shared memory and folders the server made.
+``drain_timeout`` seconds and remove the shared memory and folders the server made. SIGUSR1 writes every thread's
+Python stack to stderr. Freed heap pages go back to the system every ``TRIM_EVERY`` batches and once the server has
+been idle for ``IDLE_TRIM_S``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import faulthandler
 import logging
 import os
 import select
@@ -51,6 +54,7 @@ log = logging.getLogger("vtc_deploy.serve")
 MODEL_VIDEO = "vtc_video"
 MODEL_FRAMES = "vtc_frames"
 TRIM_EVERY = 16  # batches between returns of freed heap memory to the system
+IDLE_TRIM_S = 1.0  # ... and once the server has had no batch in flight for this long
 STOP_RESERVE_S = 3.0  # of the drain timeout, kept for stopping Triton after the requests in flight
 
 
@@ -88,6 +92,10 @@ class VideoService:
         self.classifier = classifier
         self.config = config
         self.batches = 0
+        self._lock = threading.Lock()
+        self._in_flight = 0  # batches being classified (the two models' handlers run at once)
+        self._last_batch = time.monotonic()
+        self._trimmed = True  # nothing freed since the last trim
         self.k = min(config.topk, len(classifier.classes))
         self.dim = classifier.spec.model.embed_dim
 
@@ -110,10 +118,35 @@ class VideoService:
             out["embedding"][0] = result.embedding
         return out
 
+    def trim_if_idle(self) -> bool:
+        """Return freed heap memory to the system once no batch has been in flight for ``IDLE_TRIM_S`` seconds
+        (once per idle spell; the serving loop calls this): an idle server holds what its requests use, not what the
+        last burst left in glibc's heap. True when it trimmed."""
+        with self._lock:
+            idle = not self._in_flight and not self._trimmed and time.monotonic() - self._last_batch >= IDLE_TRIM_S
+            self._trimmed = self._trimmed or idle
+        if idle:
+            _malloc_trim()
+        return idle
+
     def _classify(self, sources: list[Any], names: list[str], errors: list[str | None]) -> list[dict[str, np.ndarray]]:
+        with self._lock:
+            self._in_flight += 1
+            self.batches += 1
+            batches = self.batches
+        try:
+            return self._classify_batch(sources, names, errors, trim=batches % TRIM_EVERY == 0)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_batch = time.monotonic()
+                self._trimmed = False
+
+    def _classify_batch(
+        self, sources: list[Any], names: list[str], errors: list[str | None], *, trim: bool
+    ) -> list[dict[str, np.ndarray]]:
         todo = [i for i, e in enumerate(errors) if e is None]
-        self.batches += 1
-        if self.batches % TRIM_EVERY == 0:
+        if trim:
             _malloc_trim()
         results = (
             dict(
@@ -337,15 +370,20 @@ class _Stop:
         self._previous: dict[signal.Signals, Any] = {}
 
     def install(self) -> None:
-        """Route SIGTERM/SIGINT into the pipe (main thread only)."""
+        """Route SIGTERM/SIGINT into the pipe (main thread only); SIGUSR1 writes every thread's Python stack to
+        stderr (``faulthandler``: from the C-level handler, so it answers even when no thread can take the GIL)."""
         self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         self._previous = {sig: signal.signal(sig, _ignore_signal) for sig in self.SIGNALS}
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # no SIGUSR1 (Windows) or no usable stderr
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def restore(self) -> None:
         """Put back the handlers and wakeup fd that were there before ``install``, close the pipe."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        with contextlib.suppress(AttributeError, ValueError):
+            faulthandler.unregister(signal.SIGUSR1)
         signal.set_wakeup_fd(self._previous_fd)
         for fd in (self._read, self._write):
             with contextlib.suppress(OSError):
@@ -466,6 +504,7 @@ def _serve_until_stopped(model_dir: str | Path | None, config: ServeConfig, stop
         while not stop.wait(0.5):
             if not triton.is_alive():
                 raise ServeError("Triton Inference Server stopped on its own; see its log above")
+            service.trim_if_idle()
         log.info("%s: draining (%d requests in flight)", stop.signal_name, front.in_flight())
         refused = front.drain(stop.drain_deadline)
         log.info("drained: %d requests in flight refused at the deadline", refused)
