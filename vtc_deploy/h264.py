@@ -104,8 +104,9 @@ def _scaling_list(bits: _Bits, size: int) -> None:
         last = nxt or last
 
 
-def parse_sps(nal: bytes | memoryview) -> tuple[int, Sps]:
-    bits = _Bits(nal[1 : HEADER_BYTES[-1]])
+def _sps_head(bits: _Bits) -> tuple[int, int, int, bool]:
+    """An SPS read up to ``log2_max_frame_num`` (where ``FrameNumParams`` stops): ``(sps_id, log2_max_frame_num,
+    chroma_format_idc, separate_colour_plane_flag)``."""
     profile = bits.u(8)
     bits.u(16)  # constraint flags, level
     sps_id = bits.ue()
@@ -121,7 +122,12 @@ def parse_sps(nal: bytes | memoryview) -> tuple[int, Sps]:
             for i in range(12 if chroma_format_idc == 3 else 8):
                 if bits.u(1):
                     _scaling_list(bits, 16 if i < 6 else 64)
-    log2_max_frame_num = bits.ue() + 4
+    return sps_id, bits.ue() + 4, chroma_format_idc, separate
+
+
+def parse_sps(nal: bytes | memoryview) -> tuple[int, Sps]:
+    bits = _Bits(nal[1 : HEADER_BYTES[-1]])
+    sps_id, log2_max_frame_num, chroma_format_idc, separate = _sps_head(bits)
     poc_type = bits.ue()
     log2_max_poc_lsb, always_zero = 0, False
     if poc_type == 0:
@@ -173,6 +179,25 @@ def parse_pps(nal: bytes | memoryview) -> tuple[int, Pps]:
     return pps_id, Pps(sps_id, bottom_present, (l0, l1), weighted_pred, weighted_bipred_idc, redundant)
 
 
+def avcc_parameter_sets(extradata: bytes) -> list[bytes]:
+    """The SPS and PPS NAL units of an ``avcC`` box (ISO/IEC 14496-15 5.3.3.1), in order; ``Unsupported`` when it
+    is malformed (a count or length past its end, an empty unit)."""
+    units: list[bytes] = []
+    pos = 5
+    for count_mask in (0x1F, 0xFF):
+        if pos >= len(extradata):
+            raise Unsupported("malformed avcC")
+        count = extradata[pos] & count_mask
+        pos += 1
+        for _ in range(count):
+            n = int.from_bytes(extradata[pos : pos + 2], "big")
+            if pos + 2 + n > len(extradata) or n < 1:
+                raise Unsupported("malformed avcC")
+            units.append(bytes(extradata[pos + 2 : pos + 2 + n]))
+            pos += 2 + n
+    return units
+
+
 @dataclass
 class ParameterSets:
     """The SPS and PPS in force, by id (from the avcC extradata, then in-band ones in decode order)."""
@@ -193,17 +218,8 @@ class ParameterSets:
     def from_avcc(cls, extradata: bytes) -> ParameterSets:
         """The parameter sets of an ``avcC`` box (ISO/IEC 14496-15 5.3.3.1)."""
         out = cls()
-        try:
-            pos = 5
-            for count_mask in (0x1F, 0xFF):
-                count = extradata[pos] & count_mask
-                pos += 1
-                for _ in range(count):
-                    n = int.from_bytes(extradata[pos : pos + 2], "big")
-                    out.add(extradata[pos + 2 : pos + 2 + n])
-                    pos += 2 + n
-        except IndexError:
-            raise Unsupported("malformed avcC") from None
+        for nal in avcc_parameter_sets(extradata):
+            out.add(nal)
         return out
 
 
@@ -387,22 +403,7 @@ class FrameNumParams:
         kind = nal[0] & 0x1F
         bits = _Bits(nal[1 : HEADER_BYTES[-1]])
         if kind == 7:
-            profile = bits.u(8)
-            bits.u(16)  # constraint flags, level
-            sps_id = bits.ue()
-            separate = False
-            if profile in HIGH_PROFILES:
-                chroma_format_idc = bits.ue()
-                if chroma_format_idc == 3:
-                    separate = bool(bits.u(1))
-                bits.ue()  # bit_depth_luma_minus8
-                bits.ue()  # bit_depth_chroma_minus8
-                bits.u(1)  # qpprime_y_zero_transform_bypass_flag
-                if bits.u(1):  # seq_scaling_matrix_present_flag
-                    for i in range(12 if chroma_format_idc == 3 else 8):
-                        if bits.u(1):
-                            _scaling_list(bits, 16 if i < 6 else 64)
-            log2_max_frame_num = bits.ue() + 4
+            sps_id, log2_max_frame_num, _, separate = _sps_head(bits)
             if sps_id > 31 or log2_max_frame_num > 16:
                 raise Unsupported("SPS out of range")
             self.sps[sps_id] = (log2_max_frame_num, separate)
@@ -416,18 +417,8 @@ class FrameNumParams:
     def from_avcc(cls, extradata: bytes) -> FrameNumParams:
         """The parameter sets of an ``avcC`` box (ISO/IEC 14496-15 5.3.3.1)."""
         out = cls()
-        pos = 5
-        for count_mask in (0x1F, 0xFF):
-            if pos >= len(extradata):
-                raise Unsupported("malformed avcC")
-            count = extradata[pos] & count_mask
-            pos += 1
-            for _ in range(count):
-                n = int.from_bytes(extradata[pos : pos + 2], "big")
-                if pos + 2 + n > len(extradata) or n < 1:
-                    raise Unsupported("malformed avcC")
-                out.add(extradata[pos + 2 : pos + 2 + n])
-                pos += 2 + n
+        for nal in avcc_parameter_sets(extradata):
+            out.add(nal)
         return out
 
 
