@@ -29,6 +29,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from vtc_deploy import ORT_TELEMETRY_VAR
 from vtc_deploy.artifact import ROLE_FIELDS, Artifact, GraphRole, check_graph_io
 from vtc_deploy.errors import ArtifactError, BackendUnavailable, UsageError, one_line
 from vtc_deploy.onnx_wire import TensorDecl
@@ -125,12 +126,17 @@ def check_gate_host(artifact: Artifact, isa: str | None = None) -> str | None:
 
 
 def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, with its telemetry events off unless the user asked for them (``vtc_deploy``'s
+    docstring): the variable that package sets stops everything when ONNX Runtime loads after it; where the app
+    loaded ONNX Runtime first, ``disable_telemetry_events`` still stops the events recorded from here on."""
     try:
         import onnxruntime
     except ImportError:
         raise BackendUnavailable(
             "onnxruntime is not installed: pip install 'vtc-deploy[cpu]' (or 'vtc-deploy[gpu]' on NVIDIA machines)"
         ) from None
+    if os.environ.get(ORT_TELEMETRY_VAR) != "0" and hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
     return onnxruntime
 
 

@@ -356,6 +356,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -
     )
 
 
+# What ONNX Runtime reads to tell a CI machine or its own tests (it records no telemetry there), and its opt-out.
+ORT_QUIET_VARS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "TF_BUILD", "TRAVIS", "CIRCLECI", "BUILDKITE")
+ORT_QUIET_VARS += ("TEAMCITY_VERSION", "ORT_RUNNING_UNIT_TESTS", "ORT_DISABLE_TELEMETRY")
+
+
+def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment as on a user's machine for ONNX Runtime's telemetry: none of its CI or opt-out
+    variables (``extra`` may set them), ``HOME`` and ``XDG_CACHE_HOME`` inside ``home``."""
+    env = {k: v for k, v in os.environ.items() if k not in ORT_QUIET_VARS}
+    return env | {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")} | extra
+
+
+def ort_telemetry_files(home: Path) -> list[str]:
+    """The files ONNX Runtime's telemetry wrote under ``home`` (device id, event database), relative names."""
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and ".onnxruntime" in p.parts)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     """Non-zero exit, no traceback, and the error is one line that contains every needle."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

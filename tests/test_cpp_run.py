@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import WRONG_INDEX_FRAMES, run_cli
+from tests.conftest import WRONG_INDEX_FRAMES, ort_telemetry_files, run_cli, user_machine_env
 from tests.cpp_vtc import ASAN_BUILD, BUILD, REPO, VTC_RUN, require_build
 
 LOGIT_TOL = 1e-4
@@ -375,3 +375,18 @@ def test_cpp_header_stream_loop_equals_python_streaming(cpp_artifact: Path, tmp_
             assert got["topk"] == [p.index for p in ref.topk]
             np.testing.assert_allclose(got["logits"], ref.logits, rtol=0, atol=LOGIT_TOL)
         assert counts["encoded"] == runner.frames_encoded
+
+
+def test_vtc_run_leaves_no_onnx_runtime_telemetry(cpp_artifact: Path, real_videos: list[Path], tmp_path: Path) -> None:
+    """vtc-run sets ORT_DISABLE_TELEMETRY=1 before ONNX Runtime loads (nothing under ~/.cache), unless the user set
+    the variable: ``ORT_DISABLE_TELEMETRY=0`` gives ONNX Runtime's own default, which does write there."""
+    args = ("--model", str(cpp_artifact), "--json", str(real_videos[0]))
+    for home, extra, expected in (
+        (tmp_path / "ours", {}, False),
+        (tmp_path / "kept", {"ORT_DISABLE_TELEMETRY": "0"}, True),
+    ):
+        proc = subprocess.run(
+            [str(VTC_RUN), *args], env=user_machine_env(home, **extra), capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0 and objects(proc.stdout)[0]["topk"], proc.stderr
+        assert bool(ort_telemetry_files(home)) == expected, (extra, ort_telemetry_files(home))

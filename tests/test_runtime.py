@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, ort_telemetry_files, run_cli, user_machine_env
 from vtc_deploy.artifact import Artifact
 from vtc_deploy.checkpoint import load_model
 from vtc_deploy.errors import ArtifactError, UsageError
@@ -380,3 +380,25 @@ def test_table_output(artifact: Path, real_videos: list[Path]) -> None:
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0 and lines[0] == str(real_videos[0]) and lines[1].lstrip().startswith("1. ")
     assert len(lines) == 3 and "%" in lines[1]
+
+
+def test_onnx_runtime_telemetry_is_off_unless_the_user_keeps_it(
+    cpp_artifact: Path, real_videos: list[Path], tmp_path: Path
+) -> None:
+    """ONNX Runtime (1.29+) writes a device id and an event database under ~/.cache on a user's machine when it loads;
+    ``vtc-deploy run`` leaves nothing there, and ``ORT_DISABLE_TELEMETRY=0`` (the user's choice) is kept."""
+    plain = tmp_path / "plain"
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env=user_machine_env(plain), check=True)
+    if not ort_telemetry_files(plain):
+        pytest.skip(f"this ONNX Runtime records no telemetry (nothing under {plain})")
+    cases = ((tmp_path / "ours", {}, False), (tmp_path / "kept", {"ORT_DISABLE_TELEMETRY": "0"}, True))
+    for home, extra, expected in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vtc_deploy", "run", str(real_videos[0]), "--model", str(cpp_artifact), "--json"],
+            env=user_machine_env(home, **extra),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0 and json.loads(proc.stdout)["topk"], proc.stderr
+        assert bool(ort_telemetry_files(home)) == expected, (extra, ort_telemetry_files(home))

@@ -3,10 +3,17 @@
 The top-level package is torch-free: importing it (or ``vtc_deploy.runtimes``) never imports torch. The torch-side
 model core lives in ``vtc_deploy.model``, ``vtc_deploy.checkpoint`` (with ``weights`` and ``openclip``) and
 ``vtc_deploy.text_classifier``.
+
+ONNX Runtime telemetry: ONNX Runtime 1.29 and later record usage events on Linux and macOS too (a device id and an
+event database under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/``, uploaded to Microsoft when the network
+allows). Importing this package turns that off for the process, before ONNX Runtime is loaded, by setting
+``ORT_DISABLE_TELEMETRY=1`` unless the variable is already set (``ORT_DISABLE_TELEMETRY=0`` keeps ONNX Runtime's
+default); ``runtimes.ort.import_onnxruntime`` also switches off the events of a runtime that was loaded earlier.
 """
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +25,9 @@ from vtc_deploy.errors import (
     VideoDecodeError,
     VtcError,
 )
+
+ORT_TELEMETRY_VAR = "ORT_DISABLE_TELEMETRY"  # ONNX Runtime's full opt-out when set before it loads
+os.environ.setdefault(ORT_TELEMETRY_VAR, "1")  # inherited by worker processes; a value the user set is kept
 
 try:
     __version__ = metadata.version("vtc-deploy")

@@ -93,6 +93,16 @@ Ort::Env& env() {
   std::call_once(once, [] {
     Ort::InitApi(api_or_throw());
     instance = new Ort::Env(ORT_LOGGING_LEVEL_FATAL, "vtc", discard_log, nullptr);
+    // ONNX Runtime's telemetry (1.29 and later, Linux and macOS too): off unless the process environment says
+    // ORT_DISABLE_TELEMETRY=0, as in the Python runtime. This stops the events of every session from here on; the one
+    // process-information event ONNX Runtime records while creating the environment stops only with
+    // ORT_DISABLE_TELEMETRY=1 in the environment beforehand (vtc-run sets it; a library must not call setenv in a
+    // host's threads). A failure here costs nothing but the setting.
+    const char* choice = std::getenv("ORT_DISABLE_TELEMETRY");
+    if (choice == nullptr || std::strcmp(choice, "0") != 0) {
+      OrtStatus* status = Ort::GetApi().DisableTelemetryEvents(*instance);
+      if (status != nullptr) Ort::GetApi().ReleaseStatus(status);
+    }
   });
   return *instance;
 }

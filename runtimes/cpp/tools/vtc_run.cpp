@@ -197,6 +197,9 @@ long peak_rss_mb() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // ONNX Runtime's telemetry off for this process before anything loads it, unless the user chose
+  // (ORT_DISABLE_TELEMETRY already set): the same rule as vtc-deploy (README, "ONNX Runtime telemetry").
+  setenv("ORT_DISABLE_TELEMETRY", "1", 0);
   std::string model, classes, window, stride, provider = "cpu";
   std::vector<std::string> templates, inputs;
   bool as_json = false, timing = false;

@@ -139,7 +139,10 @@ VTC_API void vtc_options_init(vtc_options* opts);
 VTC_API void vtc_run_options_init(vtc_run_options* opts);
 
 /* Open the artifact directory written by `vtc-deploy export`. `opts` may be NULL (defaults). On success *out is a
- * new handle: caller frees with vtc_close. On failure *out is NULL and vtc_last_error() says why. */
+ * new handle: caller frees with vtc_close. On failure *out is NULL and vtc_last_error() says why. The first call
+ * creates the process's ONNX Runtime environment with its telemetry events off unless ORT_DISABLE_TELEMETRY=0;
+ * for none at all (ONNX Runtime's process event and device id), have ORT_DISABLE_TELEMETRY=1 in the environment
+ * before it (README, "C and C++"). */
 VTC_API int vtc_open(const char* artifact_dir, const vtc_options* opts, vtc_classifier** out);
 /* Release the handle and everything it owns (results already returned stay valid). NULL is a no-op. With streams
  * of this classifier still open it returns VTC_ERR_ARGUMENT and closes nothing (close the streams first). */
