@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,6 +200,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict
         "zero_frames": root / "zero_frames.avi",
         "directory": root / "a_directory.mp4",
         "unknown_codec": root / "unknown_codec.mp4",
+        "cover_only": root / "audio_with_cover.mp3",  # the cover art is a video stream of one picture to FFmpeg
     }
     files["empty"].write_bytes(b"")
     files["text"].write_text("this is a text file, not a video\n" * 20)
@@ -225,12 +227,69 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> dict
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         container.start_encoding()
     files["directory"].mkdir()
+    write_with_cover(files["cover_only"], None)
     # a sample entry no FFmpeg decoder claims (found by tests/fuzz_decode.py: PyAV gives such a stream no codec context)
     files["unknown_codec"].write_bytes((video_dir / "carphone_distorted.mp4").read_bytes().replace(b"avc1", b"zzv1"))
     return files
 
 
+def write_with_cover(path: Path, frames: np.ndarray | None) -> Path:
+    """A file with cover art (a PNG, stream disposition ``attached_pic``): an MP4 of ``frames`` (H.264) whose metadata
+    box comes before its track, so that FFmpeg lists the cover as the first video stream (as files some taggers and
+    tools write), or, ``frames=None``, an MP3 of silence with the cover, which has no video but that picture."""
+    import io
+
+    import av
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), (200, 30, 30), np.uint8)).save(png, "PNG")
+    part = path.with_name(path.stem + ".part" + path.suffix)
+    with av.open(str(part), "w") as container:
+        cover = container.add_stream("png")
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        if frames is None:
+            stream = container.add_stream("mp3", rate=44100)
+            pictures: list[Any] = []
+            for i in range(20):
+                sound = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+                sound.sample_rate, sound.pts = 44100, i * 1152
+                pictures.append(sound)
+        else:
+            stream = container.add_stream("libx264", rate=24)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            pictures = [av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames]
+        packet = av.Packet(png.getvalue())
+        packet.stream, packet.pts, packet.dts = cover, 0, 0
+        container.mux(packet)
+        for picture in [*pictures, None]:
+            for packet in stream.encode(picture):
+                container.mux(packet)
+    data = part.read_bytes()
+    part.unlink()
+    if frames is not None:  # moov's children reordered: mvhd, udta (the cover), then the track; the mdat comes first
+        pos = data.index(b"moov") - 4
+        moov_end = pos + int.from_bytes(data[pos : pos + 4], "big")
+        boxes, i = [], pos + 8
+        while i < moov_end:
+            size = int.from_bytes(data[i : i + 4], "big")
+            boxes.append(data[i : i + size])
+            i += size
+        first = sorted(boxes, key=lambda b: {b"mvhd": 0, b"udta": 1}.get(b[4:8], 2))
+        assert moov_end == len(data) and len(first) == len(boxes) >= 3
+        data = data[: pos + 8] + b"".join(first)
+    path.write_bytes(data)
+    return path
+
+
 WRONG_INDEX_FRAMES = 40  # what the packet index of ``wrong_index_video`` lists; a plain decode yields one fewer
+
+
+@pytest.fixture(scope="session")
+def cover_first_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MP4 (24 frames of ``moving_square``, H.264) whose first video stream, to FFmpeg, is its cover art."""
+    return write_with_cover(tmp_path_factory.mktemp("cover") / "cover_first.mp4", moving_square(24))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from vtc_deploy.inputs import read_views
 from vtc_deploy.preprocess import preprocess_frame, preprocess_frames
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
-from vtc_deploy.video import ArrayVideo, open_video, read_clip
+from vtc_deploy.video import ATTACHED_PIC, ArrayVideo, open_video, read_clip
 
 DECODERS = ["decord", "pyav"]
 
@@ -61,7 +61,7 @@ def test_generated_videos_decord_equals_pyav(make_video: Callable[..., Path], op
     "kind",
     [
         "missing", "empty", "text", "truncated", "truncated_faststart", "corrupt", "no_video", "zero_frames",
-        "directory", "unknown_codec",
+        "directory", "unknown_codec", "cover_only",
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("decoder", ["auto", *DECODERS])
@@ -73,6 +73,29 @@ def test_bad_files_raise_video_decode_error_naming_the_file(
         reader.get_frames_at(uniform_indices(reader.info.num_frames, 8).reshape(-1))
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_cover_art_listed_first_is_not_the_video(cover_first_video: Path, bad_files: dict[str, Path]) -> None:
+    """FFmpeg lists cover art as a one-picture video stream, first when the file's metadata precedes its track: the
+    video is the first stream that is not an attached picture (decord and libvtc agree), in the reader and in the
+    streaming source; an audio file with a cover has no video."""
+    from vtc_deploy.streaming import StreamSource
+
+    with av.open(str(cover_first_video)) as container:
+        cover, video = container.streams.video
+        assert int(cover.disposition) & ATTACHED_PIC and not int(video.disposition) & ATTACHED_PIC  # the premise
+        ref = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video)])
+    assert ref.shape == (24, 120, 160, 3)
+    for decoder in ("auto", *DECODERS):
+        with open_video(cover_first_video, decoder=decoder) as reader:  # type: ignore[arg-type]
+            assert (reader.info.num_frames, reader.info.width, reader.info.height) == (24, 160, 120), decoder
+            for t, clips in ((8, 1), (16, 3)):
+                idx = uniform_indices(24, t, clips).reshape(-1)
+                assert np.array_equal(reader.get_frames_at(idx), ref[idx]), (decoder, t, clips)
+    source = StreamSource(str(cover_first_video))
+    assert np.array_equal(np.stack([frame for _, frame in source.frames()]), ref)
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        open_video(bad_files["cover_only"])
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])

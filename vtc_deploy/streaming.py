@@ -32,7 +32,15 @@ from vtc_deploy.errors import ArtifactError, UsageError, VideoDecodeError, one_l
 from vtc_deploy.pipeline import Prediction, top_predictions
 from vtc_deploy.preprocess import preprocess_frame, to_float
 from vtc_deploy.sampling import uniform_indices
-from vtc_deploy.video import DEFAULT_MAX_PIXELS, NO_DECODER, display_rotation, rgb_frame, rotate, truncation
+from vtc_deploy.video import (
+    DEFAULT_MAX_PIXELS,
+    NO_DECODER,
+    display_rotation,
+    rgb_frame,
+    rotate,
+    truncation,
+    video_stream,
+)
 
 log = logging.getLogger("vtc_deploy.streaming")
 LIVE_PREFIXES = ("pipe:", "rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -96,13 +104,14 @@ class StreamSource:
             self._container: Any = av.open(target, format=fmt, options=options, metadata_errors="ignore")
         except av.error.FFmpegError as exc:
             raise VideoDecodeError(f"cannot open the stream ({one_line(exc)})", path=source) from None
-        if not self._container.streams.video:
+        stream = video_stream(self._container)
+        if stream is None:
             self._container.close()
             raise VideoDecodeError("no video stream", path=source)
-        stream = self._container.streams.video[0]
         if stream.codec_context is None:
             self._container.close()
             raise VideoDecodeError(NO_DECODER, path=source)
+        self._stream = stream
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
@@ -119,7 +128,7 @@ class StreamSource:
         import av
 
         try:
-            for packet in self._container.demux(video=0):  # container.decode(video=0)
+            for packet in self._container.demux(self._stream):  # container.decode(stream)
                 for frame in packet.decode():
                     rgb = rgb_frame(frame)
                     self.rotation = display_rotation(frame)

@@ -9,7 +9,8 @@ Imports: numpy, PyAV; decord lazily (it has no aarch64 wheels). Torch-free.
 
 **Frame k and the frame count n** (the contract every runtime follows, DEPLOY_NOTES item 14): frame ``k`` is the k-th
 frame (0-based) that a plain sequential decode of the first video stream yields -- PyAV ``for f in
-container.decode(video=0)``, i.e. every packet in file order through ``avcodec_send_packet``, the frames in
+container.decode(stream)`` with that stream (``video_stream``: the first that is not an attached picture, cover art
+FFmpeg lists as a video stream), i.e. every packet in file order through ``avcodec_send_packet``, the frames in
 ``avcodec_receive_frame`` order, then the drain at the end -- converted with ``to_ndarray(format="rgb24")`` (PyAV's
 FFmpeg 8 swscale; ``rgb_frame`` runs it on one thread: the same bytes for a quarter of the CPU time); ``n`` is
 the number of frames that decode yields. A decode error anywhere in that decode makes the file bad. Header frame
@@ -105,6 +106,7 @@ DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 DROP_MIN_PIXELS = 200_000  # below this, parsing slice headers (~20 us a packet) costs about what dropping saves
 MERGE_GAP = 2  # decode on through up to this many packets rather than drain, flush and restart at a keyframe
+ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: cover art, listed as a one-picture video stream
 HEAD_BYTES = 4096  # read from the start of a file for the truncation rule (RIFF / EBML headers)
 EBML_MAGIC = bytes.fromhex("1a45dfa3")  # the EBML header element's ID: Matroska, WebM
 MATROSKA_SEGMENT = 0x18538067
@@ -288,6 +290,17 @@ def _decord_available() -> bool:
     return True
 
 
+def video_stream(container: Any) -> Any | None:
+    """The video stream "frame k" refers to: the container's first video stream that is not an attached picture.
+    FFmpeg lists cover art (an MP4's ``covr``, the picture of an MP3 or M4A) as a one-picture video stream, first
+    when the file's metadata comes before its tracks; decord (``av_find_best_stream``) and libvtc
+    (rules/decode.cpp) skip it too. None when there is no other video stream."""
+    for stream in container.streams.video:
+        if not int(stream.disposition) & ATTACHED_PIC:
+            return stream
+    return None
+
+
 @dataclass(frozen=True)
 class _Packet:
     pts: int | None
@@ -329,9 +342,9 @@ class _Source:
             if self._probed:
                 self.container.close()
                 self.container = self._open(probe=True)
-            if not self.container.streams.video:
+            stream = video_stream(self.container)
+            if stream is None:
                 raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
-            stream = self.container.streams.video[0]
             ctx = stream.codec_context
             if ctx is None:  # PyAV opens no codec context for a codec id FFmpeg has no decoder for
                 raise VideoDecodeError(NO_DECODER, path=path)
@@ -388,9 +401,8 @@ class _Source:
     def _header_suffices(self) -> bool:
         """Whether the container opened without a probe decode gives what the indexed path needs (a container and
         codec it handles, a frame size); otherwise the file is opened again with FFmpeg's full probe."""
-        if not self.container.streams.video:
-            return False
-        ctx = self.container.streams.video[0].codec_context
+        stream = video_stream(self.container)
+        ctx = None if stream is None else stream.codec_context
         if ctx is None:
             return False
         codec = str(getattr(ctx.codec, "canonical_name", "") or ctx.name)
@@ -428,7 +440,7 @@ class _Source:
 
     @property
     def stream(self) -> Any:
-        return self.container.streams.video[0]
+        return video_stream(self.container)
 
     def decoder(self, threads: int, *, fresh: bool = False) -> Any:
         """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start;
@@ -439,7 +451,7 @@ class _Source:
             if self._fresh_container is not None:
                 self._fresh_container.close()
             self._fresh_container = self._open(probe=True)
-            ctx = self._fresh_container.streams.video[0].codec_context
+            ctx = video_stream(self._fresh_container).codec_context
             ctx.thread_type = "AUTO"
             ctx.thread_count = max(0, threads)
         else:
@@ -462,7 +474,7 @@ class _Source:
         container = self._open(probe=self._probed)
         try:
             pos = 0
-            for packet in container.demux(container.streams.video[0]):
+            for packet in container.demux(video_stream(container)):
                 if packet.size == 0:
                     continue
                 if pos >= start:
