@@ -402,3 +402,17 @@ def test_onnx_runtime_telemetry_is_off_unless_the_user_keeps_it(
         )
         assert proc.returncode == 0 and json.loads(proc.stdout)["topk"], proc.stderr
         assert bool(ort_telemetry_files(home)) == expected, (extra, ort_telemetry_files(home))
+
+
+def test_progress_off_a_terminal_is_lines_or_nothing(cpp_artifact: Path, real_videos: list[Path]) -> None:
+    """stderr is a pipe here: by default nothing but the model line (each result on stdout shows the progress), and
+    with --progress a line at every tenth of the videos, not click's bare bar label."""
+    args = ("run", "--model", str(cpp_artifact), "--json", *map(str, real_videos[:3]))
+    plain = run_cli(*args)
+    lines = run_cli(*args, "--progress")
+    assert plain.returncode == lines.returncode == 0, plain.stderr + lines.stderr
+    assert plain.stdout.count("\n") == lines.stdout.count("\n") == 3
+    assert "videos" not in plain.stderr.split(), plain.stderr
+    assert [ln for ln in lines.stderr.splitlines() if ln.startswith("videos")] == [
+        f"videos: {k} of 3 done" for k in (1, 2, 3)
+    ], lines.stderr

@@ -101,7 +101,12 @@ def _format_window(result: Any) -> str:
     default=None,
     help="Write a PNG of the sampled frames and the top-k bars (several videos: NAME-0.png, NAME-1.png, ...).",
 )
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: with several videos).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr: a bar on a terminal (default there: with several videos); elsewhere, with --progress, "
+    "a line at every tenth of the videos.",
+)
 @_classes_options
 @not_here("--window", reason=_TO_STREAM)
 @not_here("--stride", reason=_TO_STREAM)
@@ -153,12 +158,21 @@ def run(
         autorotate=autorotate,
         keep_frames=viz is not None,
     )
-    show_bar = progress if progress is not None else len(items) > 1
+    # A bar on a terminal; where stderr is a file or a pipe (click would print just its label), --progress gives a
+    # line at every tenth of the videos instead, and the default is none: each result on stdout marks the progress.
+    tty = sys.stderr.isatty()
+    show_bar = (progress if progress is not None else len(items) > 1) and tty
+    show_lines = bool(progress) and not tty
     failed = 0
+    done = 0
     with click.progressbar(length=len(items), label="videos", file=sys.stderr, hidden=not show_bar) as bar:
 
         def advance(result: VideoResult) -> None:
+            nonlocal done
+            done += 1
             bar.update(1)
+            if show_lines and (done * 10 // len(items) > (done - 1) * 10 // len(items) or done == len(items)):
+                click.echo(f"videos: {done} of {len(items)} done", err=True)
 
         for i, result in enumerate(run_videos(items, options, progress=advance)):
             failed += result.error is not None
