@@ -283,6 +283,42 @@ def write_with_cover(path: Path, frames: np.ndarray | None) -> Path:
     return path
 
 
+def hevc_lower_sublayer_nonref_video(path: Path, n: int = 48) -> Path:
+    """HEVC in MP4 with temporal sub-layers (x265 ``temporal-layers=3``: TemporalId 0, 1, 2) whose TemporalId-1
+    pictures are marked sub-layer non-reference (TSA_R -> TSA_N: the NAL header's type only) while TemporalId-2
+    pictures reference them, as H.265 allows: a plain decode is unchanged, skipping those pictures is not."""
+    import av
+
+    plain = write_video(
+        path.with_name(path.stem + ".x265.mp4"),
+        moving_square(n),
+        codec="libx265",
+        options={"x265-params": "log-level=none:bframes=3:temporal-layers=3"},
+    )
+    changed = 0
+    with av.open(str(plain)) as src, av.open(str(path), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for packet in src.demux(stream):
+            if not packet.size:
+                continue
+            data, pos = bytearray(bytes(packet)), 0
+            while pos + 4 <= len(data):
+                size = int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+                if (data[pos] >> 1) & 0x3F == 3 and (data[pos + 1] & 7) - 1 == 1:  # TSA_R at TemporalId 1
+                    data[pos] = (data[pos] & 0x81) | (2 << 1)  # TSA_N
+                    changed += 1
+                pos += size
+            edited = av.Packet(bytes(data))
+            edited.pts, edited.dts, edited.is_keyframe = packet.pts, packet.dts, packet.is_keyframe
+            edited.time_base, edited.stream = packet.time_base, out
+            dst.mux(edited)
+    plain.unlink()
+    assert changed >= n // 8, changed
+    return path
+
+
 WRONG_INDEX_FRAMES = 40  # what the packet index of ``wrong_index_video`` lists; a plain decode yields one fewer
 
 

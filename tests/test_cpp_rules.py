@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import WRONG_INDEX_FRAMES, swapped_timestamps_video
+from tests.conftest import WRONG_INDEX_FRAMES, hevc_lower_sublayer_nonref_video, swapped_timestamps_video
 from tests.test_h264_refs import damaged_carphone
 from vtc_deploy import preprocess
 from vtc_deploy.preprocess import preprocess_frames
@@ -666,6 +666,17 @@ def test_decode_matches_python_runtime(corpus: dict[str, Path], tmp_path: Path) 
         assert info["num_frames"] == n, name
         assert info["indexed"] == indexed, f"{name}: the C++ reader must take the Python reader's path"
         assert np.array_equal(got, want), f"{name}: max |diff| {np.abs(got.astype(np.int16) - want).max()}"
+
+
+def test_hevc_sub_layer_non_reference_pictures_below_the_top_layer_are_decoded(tmp_path: Path) -> None:
+    """The Python reader's rule (tests/test_video.py, the same file): only sub-layer non-reference pictures of the
+    highest sub-layer are skipped, so every frame read alone is exact and the reader stays on the indexed path."""
+    path = hevc_lower_sublayer_nonref_video(tmp_path / "hevc_tsa_n.mp4")
+    ref = pyav_frames(path)
+    for k in range(len(ref)):
+        info, got = cpp_decode(path, [k], tmp_path)
+        assert np.array_equal(got[0], ref[k]), k
+        assert info["indexed"] is True, f"frame {k}: fell back to the sequential path"
 
 
 def test_decode_refuses_what_it_cannot_convert_like_pyav(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import REAL_FACTS, swapped_timestamps_video
+from tests.conftest import REAL_FACTS, hevc_lower_sublayer_nonref_video, swapped_timestamps_video
 from vtc_deploy.errors import UsageError, VideoDecodeError
 from vtc_deploy.inputs import read_views
 from vtc_deploy.preprocess import preprocess_frame, preprocess_frames
@@ -96,6 +96,19 @@ def test_cover_art_listed_first_is_not_the_video(cover_first_video: Path, bad_fi
     assert np.array_equal(np.stack([frame for _, frame in source.frames()]), ref)
     with pytest.raises(VideoDecodeError, match="no video stream"):
         open_video(bad_files["cover_only"])
+
+
+def test_hevc_sub_layer_non_reference_pictures_below_the_top_layer_are_decoded(tmp_path: Path) -> None:
+    """A sub-layer non-reference picture may be referenced by pictures of higher sub-layers (H.265): the reader skips
+    only those of the highest sub-layer, so reading any one frame stays on the indexed path and exact (skipping them
+    made FFmpeg lose the frames that reference them: the range check caught it and the whole file fell back to a
+    sequential decode)."""
+    path = hevc_lower_sublayer_nonref_video(tmp_path / "hevc_tsa_n.mp4")
+    ref = pyav_all_frames(path)
+    with open_video(path, decoder="pyav") as reader:
+        for k in range(len(ref)):
+            assert np.array_equal(reader.get_frames_at([k])[0], ref[k]), k
+            assert reader.info.decoder == "pyav", f"frame {k}: fell back to {reader.info.decoder}"
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])

@@ -24,7 +24,8 @@ counts, packet counts and timestamps are not the definition; they are used only 
   frame ``k`` = the packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted
   frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
   (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
-  the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference; ``skip_frame=NONREF`` on
+  the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference at the stream's highest
+  sub-layer -- higher sub-layers may reference such a picture of a lower one; ``skip_frame=NONREF`` on
   that packet only; H.264 only while its ``frame_num`` is what a valid stream gives it, ``h264.NonReferenceCheck``:
   decoding a damaged one changes later frames). Where a range holds H.264 reference pictures coded as B slices
   (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``, reference pictures that no wanted frame
@@ -312,6 +313,7 @@ class _Packet:
     disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
     b_reference: bool  # H.264: a reference picture whose first slice is a B slice (x264's B-pyramid)
     params: bool  # H.264: carries an SPS or PPS in band
+    layer: int = 0  # HEVC: the picture's TemporalId (sub-layer)
 
 
 class _Source:
@@ -437,6 +439,9 @@ class _Source:
                 self._kept.append(packet)
                 if kept_bytes > PACKET_MEMORY:
                     self._kept = None  # too large to keep: demux again when decoding
+        top = max((p.layer for p in self.packets), default=0)
+        if top:  # HEVC sub-layers: only the highest one's non-reference pictures stay disposable (see _parse)
+            self.packets = [replace(p, disposable=False) if p.layer < top else p for p in self.packets]
 
     @property
     def stream(self) -> Any:
@@ -554,31 +559,34 @@ def _nal_format(codec: str, extradata: bytes) -> int:
     return 0
 
 
-def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool, bool, bool]:
-    """``(pictures, intra, disposable, b_reference, params)`` of one packet: for length-prefixed H.264/HEVC, the
-    slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether
-    an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
+def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool, bool, bool, int]:
+    """``(pictures, intra, disposable, b_reference, params, layer)`` of one packet: for length-prefixed H.264/HEVC,
+    the slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed),
+    whether an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
     non-reference types), H.264: whether it is a reference picture coded as B slices and whether it carries an SPS or
-    PPS; VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False, False, False)."""
+    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False, False, False,
+    0). An HEVC sub-layer non-reference picture is one that no later picture *of its sub-layer* references: pictures
+    of higher sub-layers may (H.265 3.136), so ``_Source`` keeps it disposable only at the stream's highest
+    TemporalId (FFmpeg's ``skip_frame=NONREF`` drops every such picture whatever its sub-layer)."""
     if codec == "vp8":
-        return -1, bool(data) and not data[0] & 1, False, False, False
+        return -1, bool(data) and not data[0] & 1, False, False, False, 0
     if codec == "vp9":
         if not data or data[0] >> 6 != 2:
-            return -1, False, False, False, False
+            return -1, False, False, False, False, 0
         profile = (data[0] >> 5 & 1) | (data[0] >> 3 & 2)
         bit = 4 + (profile == 3)  # after frame_marker, profile bits (and a reserved bit in profile 3)
         bits = int.from_bytes(bytes(data[:2]).ljust(2, b"\0"), "big")
         show_existing = bits >> (15 - bit) & 1
         frame_type = bits >> (14 - bit) & 1
-        return -1, not show_existing and frame_type == 0, False, False, False
+        return -1, not show_existing and frame_type == 0, False, False, False, 0
     if not length_size:
-        return -1, True, False, False, False
-    pos, count, intra, referenced, b_ref, params, size = 0, 0, False, False, False, False, len(data)
+        return -1, True, False, False, False, 0
+    pos, count, intra, referenced, b_ref, params, layer, size = 0, 0, False, False, False, False, 0, len(data)
     while pos + length_size <= size:
         n = int.from_bytes(data[pos : pos + length_size], "big")
         pos += length_size
         if n < 1 or pos + n > size:
-            return -1, False, False, False, False
+            return -1, False, False, False, False, 0
         header = data[pos]
         if codec == "h264":
             kind = header & 0x1F
@@ -596,10 +604,11 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
             if kind < 32:
                 referenced |= kind >= 16 or kind % 2 == 1  # 0, 2, ..., 14: sub-layer non-reference pictures
                 count += n > 2 and bool(data[pos + 2] & 0x80)  # first_slice_segment_in_pic_flag
+                layer = max(layer, (data[pos + 1] & 7) - 1 if n > 1 else 0)  # nuh_temporal_id_plus1 - 1
         pos += n
     if pos != size:
-        return -1, False, False, False, False
-    return count, intra, count == 1 and not referenced, b_ref, params
+        return -1, False, False, False, False, 0
+    return count, intra, count == 1 and not referenced, b_ref, params, layer
 
 
 def _h264_slice_type(head: bytes | memoryview) -> int:

@@ -633,6 +633,7 @@ struct PacketInfo {
   int pictures = -1;        // H.264/HEVC: slices that start a picture (-1: not parsed or malformed)
   bool intra = true;        // the bitstream starts a fresh decode here (True where not parsed)
   bool disposable = false;  // H.264/HEVC: one picture that no other frame references
+  int layer = 0;            // HEVC: the picture's TemporalId (sub-layer)
 };
 
 // Length-prefix size of H.264 (avcC) / HEVC (hvcC) packets, 0 when they are not length-prefixed NAL units.
@@ -662,7 +663,7 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
   if (length_size == 0) return;
   p->intra = false;
   int64_t pos = 0;
-  int count = 0;
+  int count = 0, layer = 0;
   bool intra = false, referenced = false;
   while (pos + length_size <= size) {
     int64_t n = 0;
@@ -683,12 +684,25 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
       if (kind < 32) {
         referenced |= kind >= 16 || kind % 2 == 1;  // 0, 2, ..., 14: sub-layer non-reference pictures
         count += n > 2 && (data[pos + 2] & 0x80) ? 1 : 0;  // first_slice_segment_in_pic_flag
+        layer = std::max(layer, n > 1 ? (data[pos + 1] & 7) - 1 : 0);  // nuh_temporal_id_plus1 - 1
       }
     }
     pos += n;
   }
   if (pos != size) return;
-  p->pictures = count, p->intra = intra, p->disposable = count == 1 && !referenced;
+  p->pictures = count, p->intra = intra, p->disposable = count == 1 && !referenced, p->layer = layer;
+}
+
+// An HEVC sub-layer non-reference picture is one no later picture of its own sub-layer references; pictures of
+// higher sub-layers may (H.265 3.136), and FFmpeg's skip_frame=NONREF drops every such picture whatever its
+// sub-layer. So only those at the stream's highest TemporalId stay disposable (vtc_deploy.video._Source, the same).
+void keep_lower_sublayers(std::vector<PacketInfo>* packets) {
+  int top = 0;
+  for (const PacketInfo& p : *packets) top = std::max(top, p.layer);
+  if (top == 0) return;
+  for (PacketInfo& p : *packets) {
+    if (p.layer < top) p.disposable = false;
+  }
 }
 
 // ---- H.264 frame_num: may a non-reference picture be skipped (vtc_deploy.h264.FrameNumParams, frame_num and
@@ -1075,6 +1089,7 @@ class FileReader final : public VideoReader {
     }
     kept_all_ = keep;
     if (packets_.empty()) return false;
+    keep_lower_sublayers(&packets_);
     // _indexed_plan
     const int64_t declared = src->declared_frames();
     if (format.rfind("mov", 0) == 0 && declared > 0 && declared != static_cast<int64_t>(packets_.size())) return false;
