@@ -445,7 +445,14 @@ class _Source:
 
     @property
     def stream(self) -> Any:
-        return video_stream(self.container)
+        return self.stream_of(self.container)
+
+    def stream_of(self, container: Any) -> Any:
+        """``video_stream`` of a container of this file (opened again: the same streams)."""
+        stream = video_stream(container)
+        if stream is None:
+            raise VideoDecodeError("no video stream (audio-only or data file)", path=self.path)
+        return stream
 
     def decoder(self, threads: int, *, fresh: bool = False) -> Any:
         """The stream's decoder (it carries the stream's side data, e.g. the display matrix), reset to a fresh start;
@@ -456,7 +463,7 @@ class _Source:
             if self._fresh_container is not None:
                 self._fresh_container.close()
             self._fresh_container = self._open(probe=True)
-            ctx = video_stream(self._fresh_container).codec_context
+            ctx = self.stream_of(self._fresh_container).codec_context
             ctx.thread_type = "AUTO"
             ctx.thread_count = max(0, threads)
         else:
@@ -479,7 +486,7 @@ class _Source:
         container = self._open(probe=self._probed)
         try:
             pos = 0
-            for packet in container.demux(video_stream(container)):
+            for packet in container.demux(self.stream_of(container)):
                 if packet.size == 0:
                     continue
                 if pos >= start:
