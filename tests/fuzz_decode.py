@@ -48,6 +48,9 @@ def seeds(work: Path) -> list[Path]:
     from tests.conftest import moving_square, write_video
 
     frames = moving_square(48)
+    # 230,400 pixels (>= video.DROP_MIN_PIXELS) and x264's veryfast references: the reader drops B-pyramid
+    # reference pictures no wanted frame needs (4 of them at T=8), the riskiest of its shortcuts
+    large = moving_square(96, h=360, w=640, seed=1)
     made = [
         ("h264_b.mp4", "libx264", {"g": "12", "bf": "3", "x264-params": "b-pyramid=normal"}),
         ("h264_open.mkv", "libx264", {"g": "16", "x264-params": "open-gop=1:bframes=2"}),
@@ -56,10 +59,12 @@ def seeds(work: Path) -> list[Path]:
         ("mpeg4_b.avi", "mpeg4", {"g": "10", "bf": "2"}),
         ("mjpeg.avi", "mjpeg", {"strict": "-1"}),  # yuv420p (not yuvj420p): unofficial for MJPEG
     ]
+    pyramid = {"x264-params": "keyint=48:bframes=3:ref=1:b-pyramid=normal:scenecut=0"}
     out = []
-    for name, codec, options in made:
+    for name, codec, options in [*made, ("h264_pyramid_360p.mp4", "libx264", pyramid)]:
         try:
-            out.append(write_video(work / name, frames, codec=codec, options=options))
+            pixels = large if name.endswith("360p.mp4") else frames
+            out.append(write_video(work / name, pixels, codec=codec, options=options))
         except Exception as exc:  # an encoder this FFmpeg lacks
             print(f"skipping seed {name}: {exc}", file=sys.stderr)
     try:
@@ -189,13 +194,16 @@ def main() -> int:
     parser.add_argument("--rules", type=Path, default=None, help="vtc-rules (an ASan build); omitted: Python only")
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--keep", type=Path, default=Path("fuzz-failures"))
+    parser.add_argument("--only", default="", help="comma-separated seed names to damage (default: every seed)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     counts: Counter[str] = Counter()
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        corpus = seeds(work)
+        corpus = [p for p in seeds(work) if not args.only or p.name in args.only.split(",")]
+        if not corpus:
+            parser.error(f"--only {args.only}: no such seed")
         originals = {p: p.read_bytes() for p in corpus}
         print(f"{len(corpus)} seeds: {', '.join(p.name for p in corpus)}", file=sys.stderr)
         end = time.monotonic() + args.seconds
