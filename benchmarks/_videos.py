@@ -8,7 +8,10 @@ on ``sys.path`` and they import it as ``_videos``.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # as vtc_deploy does, for the plain ONNX Runtime of the benchmarks
 
 REAL = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
