@@ -319,6 +319,34 @@ def hevc_lower_sublayer_nonref_video(path: Path, n: int = 48) -> Path:
     return path
 
 
+ONE, HALF = 0x10000, 0x40000000  # 16.16 and 2.30 fixed point: a display matrix's 1 for a, b, c, d and for w
+# Display matrices (a, b, u, c, d, v, x, y, w; the translation is left 0: FFmpeg ignores it) and what FFmpeg's
+# autorotate shows for each, as numpy of the stored frames [N, H, W, 3] (ffmpeg_filter.c: transpose/hflip/vflip).
+MIRROR_MATRICES: dict[str, tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]] = {
+    "hflip": ((-ONE, 0, 0, 0, ONE, 0, 0, 0, HALF), lambda s: s[:, :, ::-1]),
+    "vflip": ((ONE, 0, 0, 0, -ONE, 0, 0, 0, HALF), lambda s: s[:, ::-1]),
+    "rotate_180": ((-ONE, 0, 0, 0, -ONE, 0, 0, 0, HALF), lambda s: s[:, ::-1, ::-1]),
+    "clockwise": ((0, ONE, 0, -ONE, 0, 0, 0, 0, HALF), lambda s: np.rot90(s, -1, axes=(1, 2))),
+    "transpose": ((0, ONE, 0, ONE, 0, 0, 0, 0, HALF), lambda s: s.transpose(0, 2, 1, 3)),
+    "anti_transpose": ((0, -ONE, 0, -ONE, 0, 0, 0, 0, HALF), lambda s: np.rot90(s, -1, axes=(1, 2))[:, ::-1]),
+}
+
+
+def with_display_matrix(src: Path, dst: Path, matrix: tuple[int, ...]) -> Path:
+    """A copy of the MP4 ``src`` whose (only) track header carries ``matrix`` as its display matrix."""
+    import struct
+
+    data = bytearray(src.read_bytes())
+    box = data.index(b"tkhd") - 4
+    version = data[box + 8]
+    # size, type, version/flags; times and track id; reserved, duration; reserved[2], layer, group, volume, reserved
+    at = box + 12 + (16 if version else 8) + 8 + (8 if version else 4) + 16
+    assert struct.unpack(">9i", data[at : at + 36]) == (ONE, 0, 0, 0, ONE, 0, 0, 0, HALF)  # the identity was there
+    data[at : at + 36] = struct.pack(">9i", *matrix)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 WRONG_INDEX_FRAMES = 40  # what the packet index of ``wrong_index_video`` lists; a plain decode yields one fewer
 
 

@@ -23,7 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import WRONG_INDEX_FRAMES, hevc_lower_sublayer_nonref_video, swapped_timestamps_video
+from tests.conftest import (
+    MIRROR_MATRICES,
+    WRONG_INDEX_FRAMES,
+    hevc_lower_sublayer_nonref_video,
+    swapped_timestamps_video,
+    with_display_matrix,
+)
 from tests.test_h264_refs import damaged_carphone
 from vtc_deploy import preprocess
 from vtc_deploy.preprocess import preprocess_frames
@@ -677,6 +683,24 @@ def test_hevc_sub_layer_non_reference_pictures_below_the_top_layer_are_decoded(t
         info, got = cpp_decode(path, [k], tmp_path)
         assert np.array_equal(got[0], ref[k]), k
         assert info["indexed"] is True, f"frame {k}: fell back to the sequential path"
+
+
+@pytest.mark.parametrize("case", sorted(MIRROR_MATRICES))
+def test_mirrored_display_matrices_as_the_python_runtime(tmp_path: Path, case: str) -> None:
+    """Display matrices that mirror the picture: libvtc shows what FFmpeg's autorotate shows and reports the same
+    orientation as the Python reader (tests/test_video_corpus.py checks that one against FFmpeg's filters)."""
+    from vtc_deploy.video import open_video
+
+    matrix, shown = MIRROR_MATRICES[case]
+    plain = write_video(tmp_path / "plain.mp4", "libx264", frames=6, size=(64, 48), pix_fmt="yuv444p")
+    path = with_display_matrix(plain, tmp_path / f"{case}.mp4", matrix)
+    expected = np.ascontiguousarray(shown(np.stack(pyav_frames(path, rotate=False))))
+    info, got = cpp_decode(path, list(range(6)), tmp_path)
+    assert np.array_equal(got, expected), case
+    with open_video(path, decoder="pyav") as reader:
+        assert (info["rotation"], info["mirrored"]) == (reader.info.rotation, reader.info.mirrored), case
+    stream = run_tool("stream", path, tmp_path / "s.raw")
+    assert np.array_equal(np.fromfile(tmp_path / "s.raw", np.uint8).reshape(expected.shape), expected), stream
 
 
 def test_decode_refuses_what_it_cannot_convert_like_pyav(tmp_path: Path) -> None:

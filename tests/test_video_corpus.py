@@ -20,11 +20,12 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import MIRROR_MATRICES, with_display_matrix
 from vtc_deploy.errors import VideoDecodeError
 from vtc_deploy.inputs import read_views
 from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.spec import InputSpec
-from vtc_deploy.video import FrameCountChanged, display_rotation, open_video, rotate
+from vtc_deploy.video import FrameCountChanged, display_orientation, open_video, rotate
 
 N = 40
 
@@ -268,7 +269,7 @@ def sequential(path: Path, *, autorotate: bool = True) -> np.ndarray:
     with av.open(str(path)) as container:
         return np.stack(
             [
-                rotate(f.to_ndarray(format="rgb24"), display_rotation(f) if autorotate else 0)
+                rotate(f.to_ndarray(format="rgb24"), *(display_orientation(f) if autorotate else (0, False)))
                 for f in container.decode(video=0)
             ]
         )
@@ -526,6 +527,31 @@ def test_rotation_gives_upright_frames(tmp_path: Path, rotation: int) -> None:
             source.close()
         assert source.rotation == rotation
         assert np.array_equal(streamed, sequential(path, autorotate=autorotate)), autorotate
+
+
+@pytest.mark.parametrize("case", sorted(MIRROR_MATRICES))
+def test_mirrored_display_matrices_give_what_ffmpeg_shows(tmp_path: Path, case: str) -> None:
+    """Display matrices that mirror the picture (some front cameras): the frames are what FFmpeg's autorotate shows
+    (a flip, a transpose...), not the bare rotation angle (a plain horizontal flip reads as "180 degrees": the video
+    came out upside down); the stored frames with ``autorotate=False``; the same in ``StreamSource``."""
+    matrix, shown = MIRROR_MATRICES[case]
+    stored_frames = scene(12, 48, 64)
+    plain = encode(tmp_path / "plain.mp4", stored_frames, pix_fmt="yuv444p", options={"qp": "0"})
+    path = with_display_matrix(plain, tmp_path / f"{case}.mp4", matrix)
+    stored = sequential(path, autorotate=False)
+    expected = np.ascontiguousarray(shown(stored))
+    with open_video(path, decoder="pyav") as reader:
+        assert (reader.info.width, reader.info.height) == (expected.shape[2], expected.shape[1])
+        assert np.array_equal(reader.get_frames_at(range(12)), expected), case
+    with open_video(path, decoder="pyav", autorotate=False) as reader:
+        assert np.array_equal(reader.get_frames_at(range(12)), stored)
+    from vtc_deploy.streaming import StreamSource
+
+    source = StreamSource(str(path))
+    try:
+        assert np.array_equal(np.stack([frame for _, frame in source.frames()]), expected), case
+    finally:
+        source.close()
 
 
 def test_all_views_in_one_pass_and_dense_rule(corpus: dict[str, Path]) -> None:

@@ -35,7 +35,7 @@ from vtc_deploy.sampling import uniform_indices
 from vtc_deploy.video import (
     DEFAULT_MAX_PIXELS,
     NO_DECODER,
-    display_rotation,
+    display_orientation,
     rgb_frame,
     rotate,
     truncation,
@@ -86,6 +86,7 @@ class StreamSource:
         self.name = source
         self.autorotate = autorotate
         self.rotation = 0  # the display rotation of the last frame read (degrees counter-clockwise)
+        self.mirrored = False  # and whether its display matrix mirrors it (a horizontal flip after the rotation)
         self.live = (
             live
             if live is not None
@@ -131,8 +132,8 @@ class StreamSource:
             for packet in self._container.demux(self._stream):  # container.decode(stream)
                 for frame in packet.decode():
                     rgb = rgb_frame(frame)
-                    self.rotation = display_rotation(frame)
-                    yield self.frames_read, rotate(rgb, self.rotation) if self.autorotate else rgb
+                    self.rotation, self.mirrored = display_orientation(frame)
+                    yield self.frames_read, rotate(rgb, self.rotation, self.mirrored) if self.autorotate else rgb
                     self.frames_read += 1
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoDecodeError(

@@ -60,12 +60,12 @@ MP4 with a zero-byte temporal-delimiter sample lists 41 frames and shows 40; AVI
 file with none of these (Matroska written with an unknown size by a live recorder, fragmented MP4, MPEG-TS, FLV) is
 bad only if demuxing or decoding fails; an MP4 whose ``moov`` came last loses it with the cut ("not a video file").
 
-**Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default: frames are turned
-counter-clockwise by the angle FFmpeg's ``av_display_rotation_get`` gives (PyAV ``VideoFrame.rotation``), rounded
-only when it is a multiple of 90 (``np.rot90(frame, k=angle // 90)``), which is what FFmpeg's ``autorotate`` shows.
-Other angles and mirror flips are not applied. ``autorotate=False`` (CLI ``--no-autorotate``) returns the stored
-frames. ``info.width``/``info.height`` are the returned frames' size, ``info.rotation`` the angle found. Text4Vis's own
-decord loader ignores rotation: a model trained that way saw phone videos sideways.
+**Rotation**: the display matrix (MP4 ``tkhd``, what phones write) is applied by default, as FFmpeg's ``autorotate``
+shows it (``matrix_orientation``): a rotation by a multiple of 90 degrees and, where the matrix mirrors the picture
+(some front cameras), the flip FFmpeg applies with it; other angles are not applied. ``autorotate=False`` (CLI
+``--no-autorotate``) returns the stored frames. ``info.width``/``info.height`` are the returned frames' size,
+``info.rotation`` / ``info.mirrored`` the orientation found (counter-clockwise degrees, then a horizontal flip).
+Text4Vis's own decord loader ignores rotation: a model trained that way saw phone videos sideways.
 
 **decord** (``decoder="decord"``) indexes packets, which is wrong without any error on some files (a packed-B-frame
 AVI: frames tens of grey levels off; an open-GOP HEVC file: leading frames decoded without their references; an
@@ -81,13 +81,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import os
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 import numpy as np
 
@@ -124,8 +126,9 @@ def _same(frame: np.ndarray) -> np.ndarray:
 class VideoInfo:
     """What the reader returns: ``num_frames`` >= 1 frames of ``width`` x ``height`` (after rotation).
 
-    ``rotation``: the display rotation found in the file (degrees counter-clockwise, 0/90/180/270); ``rotated``:
-    whether it is applied to the returned frames. ``path``: the file (decoding mode in ``decoder``)."""
+    ``rotation``: the display rotation found in the file (degrees counter-clockwise, 0/90/180/270); ``mirrored``:
+    whether its display matrix also mirrors the picture (a horizontal flip after the rotation); ``rotated``: whether
+    they are applied to the returned frames. ``path``: the file (decoding mode in ``decoder``)."""
 
     path: str
     num_frames: int
@@ -135,6 +138,7 @@ class VideoInfo:
     decoder: str
     rotation: int = 0
     rotated: bool = False
+    mirrored: bool = False
 
     @property
     def duration(self) -> float:
@@ -267,17 +271,52 @@ def rgb_frame(frame: Any) -> np.ndarray:
     return np.asarray(frame.to_ndarray(format="rgb24", threads=1))
 
 
-def rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """``uint8 [H, W, 3]`` turned counter-clockwise by ``rotation`` degrees (0/90/180/270), contiguous."""
-    if rotation % 360 == 0:
+class Orientation(NamedTuple):
+    """How a decoded frame is turned upright: ``rotation`` degrees counter-clockwise (0/90/180/270), then, when
+    ``mirrored``, flipped horizontally."""
+
+    rotation: int = 0
+    mirrored: bool = False
+
+
+def rotate(frame: np.ndarray, rotation: int, mirrored: bool = False) -> np.ndarray:
+    """``uint8 [H, W, 3]`` turned counter-clockwise by ``rotation`` degrees (0/90/180/270), then flipped horizontally
+    when ``mirrored``; contiguous."""
+    if rotation % 360 == 0 and not mirrored:
         return frame
-    return np.ascontiguousarray(np.rot90(frame, k=(rotation // 90) % 4))
+    out = np.rot90(frame, k=(rotation // 90) % 4)
+    return np.ascontiguousarray(out[:, ::-1] if mirrored else out)
 
 
-def display_rotation(frame: Any) -> int:
-    """A decoded PyAV frame's display rotation, counter-clockwise, as 0/90/180/270 (other angles: 0)."""
-    angle = int(getattr(frame, "rotation", 0) or 0)
-    return angle % 360 if angle % 90 == 0 else 0
+def matrix_orientation(matrix: Sequence[int]) -> Orientation:
+    """The ``Orientation`` FFmpeg's autorotate gives a display matrix (fftools ``ffmpeg_filter.c`` / ffplay: the
+    angle of ``av_display_rotation_get``, rounded clockwise; at 90 a transpose when ``m[3] > 0``, at 270 an
+    anti-transpose when ``m[3] < 0``, at 180 a horizontal flip when ``m[0] < 0`` and a vertical one when ``m[4] < 0``,
+    at 0 a vertical flip when ``m[4] < 0``); other angles are not applied. libvtc's ``stream_orientation`` is the
+    same rule."""
+    scale0, scale1 = math.hypot(matrix[0], matrix[3]), math.hypot(matrix[1], matrix[4])
+    if scale0 == 0 or scale1 == 0:
+        return Orientation()
+    ccw = -math.degrees(math.atan2(matrix[1] / scale1, matrix[0] / scale0))  # av_display_rotation_get
+    theta = -math.copysign(math.floor(abs(ccw) + 0.5), ccw)  # -round() as C rounds: half away from zero
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:  # clockwise degrees and mirror -> counter-clockwise
+        return Orientation(270, matrix[3] > 0)
+    if abs(theta - 180) < 1:
+        h, v = matrix[0] < 0, matrix[4] < 0
+        return Orientation(180 if v else 0, h != v)
+    if abs(theta - 270) < 1:
+        return Orientation(90, matrix[3] < 0)
+    if abs(theta) < 1 and matrix[4] < 0:
+        return Orientation(180, True)  # a vertical flip
+    return Orientation()
+
+
+def display_orientation(frame: Any) -> Orientation:
+    """A decoded PyAV frame's ``Orientation`` from its display matrix (none: upright as stored)."""
+    data = frame.side_data.get("DISPLAYMATRIX") if hasattr(frame, "side_data") else None
+    raw = bytes(data) if data is not None else b""
+    return matrix_orientation(struct.unpack("=9i", raw)) if len(raw) == 36 else Orientation()
 
 
 # --------------------------------------------------------------------------------------------------------- packets
@@ -691,10 +730,10 @@ class PyAVReader(VideoReader):
             if plan is not None:
                 self._frame_pos, self._frame_of_pts = plan
                 self._keyframes = [pos for pos, p in enumerate(self._src.packets) if p.keyframe and p.pts is not None]
-                rotation = self._start_indexed()
+                orientation = self._start_indexed()
                 n, mode = len(self._frame_pos), "pyav"
             else:
-                n, rotation = self._count_sequential()
+                n, orientation = self._count_sequential()
                 mode = "pyav-sequential"
         except VideoDecodeError:
             self.close()
@@ -703,22 +742,23 @@ class PyAVReader(VideoReader):
             self.close()
             raise VideoDecodeError(f"cannot decode video ({one_line(exc)})", path=path) from None
         self._indexed = plan is not None
-        self.info = _make_info(self._src, n, mode, rotation, autorotate)
+        self.info = _make_info(self._src, n, mode, orientation, autorotate)
 
     # ---- the sequential path: the definition
 
-    def _count_sequential(self) -> tuple[int, int]:
-        """Decode everything once (no colour conversion): the frame count and the first frame's rotation. The
+    def _count_sequential(self) -> tuple[int, Orientation]:
+        """Decode everything once (no colour conversion): the frame count and the first frame's orientation. The
         decoded frames are kept while they fit in ``FRAME_MEMORY`` (then reading decodes nothing again)."""
         ctx = self._src.decoder(self._threads, fresh=True)
-        count, rotation, kept_bytes = 0, 0, 0
+        count, kept_bytes = 0, 0
+        orientation = Orientation()
         cache: list[Any] | None = []
 
         def take(frames: list[Any]) -> None:
-            nonlocal count, rotation, kept_bytes, cache
+            nonlocal count, orientation, kept_bytes, cache
             for frame in frames:
                 if count == 0:
-                    rotation = display_rotation(frame)
+                    orientation = display_orientation(frame)
                 count += 1
                 if cache is not None:
                     kept_bytes += sum(plane.buffer_size for plane in frame.planes)
@@ -741,7 +781,7 @@ class PyAVReader(VideoReader):
         if count > MAX_FRAMES:
             raise VideoDecodeError(f"more than {MAX_FRAMES} frames", path=self._src.path)
         self._cache = cache
-        return count, rotation
+        return count, orientation
 
     def _read_sequential(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> dict[int, R]:
         if self._cache is not None:
@@ -772,8 +812,8 @@ class PyAVReader(VideoReader):
 
     # ---- the indexed path
 
-    def _start_indexed(self) -> int:
-        """Start a decode chain at packet 0 and feed packets until the first frame comes out (its rotation)."""
+    def _start_indexed(self) -> Orientation:
+        """Start a decode chain at packet 0 and feed packets until the first frame comes out (its orientation)."""
         chain = self._new_chain(0)
         for pos, packet in self._src.iter_packets(0):
             chain.feed(pos, packet, skip=None)
@@ -785,7 +825,7 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError("video has no decodable frames", path=self._src.path)
         if not self._src.pix_fmt:  # opened without a probe decode: the first frame tells
             self._src.pix_fmt = str(chain.outputs[0].format.name)
-        return display_rotation(chain.outputs[0])
+        return display_orientation(chain.outputs[0])
 
     def _new_chain(self, start: int) -> _Chain:
         if self._ctx is None:
@@ -902,7 +942,7 @@ class PyAVReader(VideoReader):
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         rgb = rgb_frame(frame)  # [h, w, 3]
-        return rotate(rgb, display_rotation(frame)) if self._autorotate else rgb
+        return rotate(rgb, *display_orientation(frame)) if self._autorotate else rgb
 
     def _map_sorted(self, indices: list[int], fn: Callable[[np.ndarray], R]) -> list[R]:
         try:
@@ -924,9 +964,9 @@ class PyAVReader(VideoReader):
         """The index check failed: this file is read by the definition from now on."""
         self._indexed = False
         self._chain = None
-        n, rotation = self._count_sequential()
+        n, orientation = self._count_sequential()
         if n != self.info.num_frames:
-            self.info = _make_info(self._src, n, "pyav-sequential", rotation, self._autorotate)
+            self.info = _make_info(self._src, n, "pyav-sequential", orientation, self._autorotate)
             raise FrameCountChanged(
                 f"the packet index listed {len(self._frame_pos)} frames but a sequential decode yields {n}",
                 path=self._src.path,
@@ -1034,10 +1074,12 @@ class _Chain:
         return ""
 
 
-def _make_info(src: _Source, n: int, mode: str, rotation: int, autorotate: bool) -> VideoInfo:
+def _make_info(src: _Source, n: int, mode: str, orientation: Orientation, autorotate: bool) -> VideoInfo:
+    rotation, mirrored = orientation
     turned = autorotate and rotation in (90, 270)
     width, height = (src.height, src.width) if turned else (src.width, src.height)
-    return VideoInfo(src.path, n, src.fps, width, height, mode, rotation, autorotate and rotation != 0)
+    applied = autorotate and (rotation != 0 or mirrored)
+    return VideoInfo(src.path, n, src.fps, width, height, mode, rotation, applied, mirrored)
 
 
 # ---------------------------------------------------------------------------------------------------------- decord
@@ -1065,7 +1107,7 @@ class DecordReader(VideoReader):
             why = f"decord converts {src.pix_fmt} to RGB differently from FFmpeg's rgb24"
         elif src.field_order >= INTERLACED:
             why = "interlaced video, which FFmpeg converts to RGB field by field and decord as whole frames"
-        elif info.rotation:
+        elif info.rotation or info.mirrored:
             why = "decord does not read rotated videos"
         if why:
             raise VideoDecodeError(f"decord cannot read this file frame-exactly ({why}); use --decoder pyav", path=path)

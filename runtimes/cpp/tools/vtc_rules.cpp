@@ -74,6 +74,7 @@ std::string info_json(const vtc::rules::VideoInfo& info) {
   s.precision(17);
   s << "{\"num_frames\": " << info.num_frames << ", \"width\": " << info.width << ", \"height\": " << info.height
     << ", \"fps\": " << info.fps << ", \"rotation\": " << info.rotation
+    << ", \"mirrored\": " << (info.mirrored ? "true" : "false")
     << ", \"indexed\": " << (info.indexed ? "true" : "false") << "}";
   return s.str();
 }

@@ -135,36 +135,55 @@ struct SwsFree {
   void operator()(SwsContext* s) const { sws_freeContext(s); }
 };
 
-// Clockwise degrees (0, 90, 180, 270) to rotate decoded frames by, from the stream's display matrix.
-int stream_rotation(const AVStream* stream) {
-  const uint8_t* matrix = av_stream_get_side_data(stream, AV_PKT_DATA_DISPLAYMATRIX, nullptr);
-  if (matrix == nullptr) return 0;
-  const double ccw = av_display_rotation_get(reinterpret_cast<const int32_t*>(matrix));
-  if (std::isnan(ccw)) return 0;
+// How decoded frames are turned upright: clockwise degrees (0, 90, 180, 270), then a horizontal flip when mirrored.
+struct Orientation {
+  int cw = 0;
+  bool mirror = false;
+};
+
+// The orientation FFmpeg's autorotate gives the stream's display matrix (fftools/ffplay: the angle of
+// av_display_rotation_get rounded clockwise; at 90 a transpose when m[3] > 0, at 270 an anti-transpose when m[3] < 0,
+// at 180 a horizontal flip when m[0] < 0 and a vertical one when m[4] < 0, at 0 a vertical flip when m[4] < 0); other
+// angles are not applied. vtc_deploy.video.matrix_orientation, the same rule.
+Orientation stream_orientation(const AVStream* stream) {
+  const uint8_t* raw = av_stream_get_side_data(stream, AV_PKT_DATA_DISPLAYMATRIX, nullptr);
+  if (raw == nullptr) return {};
+  int32_t m[9];
+  std::memcpy(m, raw, sizeof(m));
+  const double ccw = av_display_rotation_get(m);
+  if (std::isnan(ccw)) return {};
   double theta = -std::round(ccw);
   theta -= 360.0 * std::floor(theta / 360.0 + 0.9 / 360.0);  // to [0, 360)
-  for (int r : {90, 180, 270}) {
-    if (std::fabs(theta - r) < 1.0) return r;
+  if (std::fabs(theta - 90) < 1.0) return {90, m[3] > 0};
+  if (std::fabs(theta - 180) < 1.0) {
+    const bool h = m[0] < 0, v = m[4] < 0;
+    return {v ? 180 : 0, h != v};
   }
-  return 0;
+  if (std::fabs(theta - 270) < 1.0) return {270, m[3] < 0};
+  if (std::fabs(theta) < 1.0 && m[4] < 0) return {180, true};  // a vertical flip
+  return {};
 }
 
-// uint8 RGB [h, w, 3] rotated clockwise by `rotation` into `out` ([w, h, 3] for 90/270).
-void rotate_rgb(const uint8_t* in, int h, int w, int rotation, uint8_t* out) {
-  if (rotation == 0) {
+// uint8 RGB [h, w, 3] rotated clockwise by `o.cw`, then flipped horizontally when `o.mirror`, into `out`
+// ([w, h, 3] for 90/270).
+void rotate_rgb(const uint8_t* in, int h, int w, Orientation o, uint8_t* out) {
+  if (o.cw == 0 && !o.mirror) {
     std::memcpy(out, in, static_cast<size_t>(h) * w * 3);
     return;
   }
+  const int out_w = o.cw == 90 || o.cw == 270 ? h : w;
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
-      size_t dst = 0;
-      if (rotation == 90) {  // out[x][h-1-y] = in[y][x], out is h wide
-        dst = (static_cast<size_t>(x) * h + (h - 1 - y)) * 3;
-      } else if (rotation == 180) {
-        dst = (static_cast<size_t>(h - 1 - y) * w + (w - 1 - x)) * 3;
-      } else {  // 270: out[w-1-x][y] = in[y][x]
-        dst = (static_cast<size_t>(w - 1 - x) * h + y) * 3;
+      int oy = y, ox = x;
+      if (o.cw == 90) {  // out[x][h-1-y] = in[y][x], out is h wide
+        oy = x, ox = h - 1 - y;
+      } else if (o.cw == 180) {
+        oy = h - 1 - y, ox = w - 1 - x;
+      } else if (o.cw == 270) {  // out[w-1-x][y] = in[y][x]
+        oy = w - 1 - x, ox = y;
       }
+      if (o.mirror) ox = out_w - 1 - ox;
+      const size_t dst = (static_cast<size_t>(oy) * out_w + ox) * 3;
       const uint8_t* src = in + (static_cast<size_t>(y) * w + x) * 3;
       out[dst] = src[0];
       out[dst + 1] = src[1];
@@ -450,8 +469,8 @@ class Decoder {
     packet_.reset(av_packet_alloc());
     frame_.reset(av_frame_alloc());
     if (!packet_ || !frame_) fail(path_, "out of memory");
-    stored_rotation_ = stream_rotation(stream_);
-    rotation_ = opts.autorotate ? stored_rotation_ : 0;
+    stored_ = stream_orientation(stream_);
+    applied_ = opts.autorotate ? stored_ : Orientation{};
     const AVRational rate = stream_->avg_frame_rate.num > 0 && stream_->avg_frame_rate.den > 0
                                 ? stream_->avg_frame_rate
                                 : av_guess_frame_rate(fmt_.get(), stream_, nullptr);
@@ -548,8 +567,8 @@ class Decoder {
   int64_t packets() const { return packets_; }
   int64_t frames_out() const { return frames_out_; }
   int64_t declared_frames() const { return declared_frames_; }
-  int rotation() const { return rotation_; }  // clockwise degrees applied to the frames
-  int stored_rotation() const { return stored_rotation_; }  // clockwise degrees the display matrix asks for
+  Orientation applied() const { return applied_; }  // what is applied to the frames
+  Orientation stored() const { return stored_; }    // what the display matrix asks for
   double fps() const { return fps_; }
   double seconds(int64_t ts) const {
     if (ts == AV_NOPTS_VALUE) return std::nan("");
@@ -609,8 +628,8 @@ class Decoder {
   std::unique_ptr<AVFrame, FrameFree> frame_;
   AVStream* stream_ = nullptr;
   int stream_index_ = -1;
-  int rotation_ = 0;
-  int stored_rotation_ = 0;
+  Orientation applied_;
+  Orientation stored_;
   double fps_ = 0.0;
   int64_t declared_frames_ = 0;
   int64_t max_pixels_ = 0;
@@ -979,10 +998,11 @@ class FileReader final : public VideoReader {
   }
 
   void set_geometry(const Decoder& d, int frame_w, int frame_h) {
-    rotation_cw_ = d.rotation();
-    info_.rotation = (360 - d.stored_rotation()) % 360;  // counter-clockwise, as the Python runtime reports it
+    orientation_ = d.applied();
+    info_.rotation = (360 - d.stored().cw) % 360;  // counter-clockwise, as the Python runtime reports it
+    info_.mirrored = d.stored().mirror;
     info_.fps = d.fps();
-    const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
+    const bool swap = orientation_.cw == 90 || orientation_.cw == 270;
     info_.width = swap ? frame_h : frame_w;
     info_.height = swap ? frame_w : frame_h;
   }
@@ -1024,14 +1044,14 @@ class FileReader final : public VideoReader {
 
   // RGB of a decoded frame, rotated (info_ size; valid until the next call).
   const uint8_t* rgb_of(const AVFrame* f, int64_t index) {
-    const bool swap = rotation_cw_ == 90 || rotation_cw_ == 270;
+    const bool swap = orientation_.cw == 90 || orientation_.cw == 270;
     if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
       fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
     }
     converter_.convert(f, &rgb_, path_);
-    if (rotation_cw_ == 0) return rgb_.data();
+    if (orientation_.cw == 0 && !orientation_.mirror) return rgb_.data();
     rotated_.resize(rgb_.size());
-    rotate_rgb(rgb_.data(), f->height, f->width, rotation_cw_, rotated_.data());
+    rotate_rgb(rgb_.data(), f->height, f->width, orientation_, rotated_.data());
     return rotated_.data();
   }
 
@@ -1303,7 +1323,7 @@ class FileReader final : public VideoReader {
 
   std::string path_;
   DecodeOptions opts_;
-  int rotation_cw_ = 0;  // clockwise degrees applied to the decoded frames
+  Orientation orientation_;  // applied to the decoded frames
   RgbConverter converter_;
   std::vector<uint8_t> rgb_, rotated_;
   // sequential path
@@ -1338,8 +1358,8 @@ class Stream final : public FrameStream {
     const AVFrame* f = decoder_.next();
     if (f == nullptr) return false;
     converter_.convert(f, &tmp_, source_);
-    const int r = decoder_.rotation();
-    const bool swap = r == 90 || r == 270;
+    const Orientation r = decoder_.applied();
+    const bool swap = r.cw == 90 || r.cw == 270;
     *height = swap ? f->width : f->height;
     *width = swap ? f->height : f->width;
     rgb->resize(tmp_.size());

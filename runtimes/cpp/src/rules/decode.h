@@ -1,6 +1,6 @@
 // Video decoding with FFmpeg (libavformat/libavcodec/libswscale), frame-exact in the Python runtime's sense:
 // frame k is the k-th frame of a plain sequential decode in presentation order, and num_frames is the number of
-// frames that decode yields. The display-matrix rotation (90/180/270) is applied by default. Every bad file
+// frames that decode yields. The display matrix is applied by default, as FFmpeg autorotate shows it. Every bad file
 // (missing, empty, directory, not a video, truncated, corrupt part-way, audio-only, zero frames, too many pixels)
 // is an Error whose one-line message names the file. RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives
 // (FFmpeg 8's swscale, reproduced with Debian's FFmpeg 5.1, decode.cpp says how), so frames match the Python runtime's
@@ -33,6 +33,7 @@ struct VideoInfo {
   double fps = 0.0;        // average frame rate from the container (0 when unknown)
   int rotation = 0;        // display rotation found in the file, counter-clockwise degrees (0/90/180/270), as
                            // vtc_deploy.video reports it; applied to the frames when DecodeOptions.autorotate
+  bool mirrored = false;   // the display matrix also mirrors the picture: a horizontal flip after the rotation
   bool indexed = false;    // read through the packet index (num_frames counted without decoding), as
                            // vtc_deploy.video's "pyav" mode; false: the sequential path ("pyav-sequential")
 };
