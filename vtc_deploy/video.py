@@ -383,9 +383,7 @@ class _Source:
             if self._probed:
                 self.container.close()
                 self.container = self._open(probe=True)
-            stream = video_stream(self.container)
-            if stream is None:
-                raise VideoDecodeError("no video stream (audio-only or data file)", path=path)
+            stream = self.stream_of(self.container)
             ctx = stream.codec_context
             if ctx is None:  # PyAV opens no codec context for a codec id FFmpeg has no decoder for
                 raise VideoDecodeError(NO_DECODER, path=path)

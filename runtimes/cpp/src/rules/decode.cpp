@@ -139,6 +139,8 @@ struct SwsFree {
 struct Orientation {
   int cw = 0;
   bool mirror = false;
+  bool turned() const { return cw == 90 || cw == 270; }  // width and height swap
+  bool none() const { return cw == 0 && !mirror; }
 };
 
 // The orientation FFmpeg's autorotate gives the stream's display matrix (fftools/ffplay: the angle of
@@ -167,11 +169,11 @@ Orientation stream_orientation(const AVStream* stream) {
 // uint8 RGB [h, w, 3] rotated clockwise by `o.cw`, then flipped horizontally when `o.mirror`, into `out`
 // ([w, h, 3] for 90/270).
 void rotate_rgb(const uint8_t* in, int h, int w, Orientation o, uint8_t* out) {
-  if (o.cw == 0 && !o.mirror) {
+  if (o.none()) {
     std::memcpy(out, in, static_cast<size_t>(h) * w * 3);
     return;
   }
-  const int out_w = o.cw == 90 || o.cw == 270 ? h : w;
+  const int out_w = o.turned() ? h : w;
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       int oy = y, ox = x;
@@ -1002,7 +1004,7 @@ class FileReader final : public VideoReader {
     info_.rotation = (360 - d.stored().cw) % 360;  // counter-clockwise, as the Python runtime reports it
     info_.mirrored = d.stored().mirror;
     info_.fps = d.fps();
-    const bool swap = orientation_.cw == 90 || orientation_.cw == 270;
+    const bool swap = orientation_.turned();
     info_.width = swap ? frame_h : frame_w;
     info_.height = swap ? frame_w : frame_h;
   }
@@ -1044,12 +1046,12 @@ class FileReader final : public VideoReader {
 
   // RGB of a decoded frame, rotated (info_ size; valid until the next call).
   const uint8_t* rgb_of(const AVFrame* f, int64_t index) {
-    const bool swap = orientation_.cw == 90 || orientation_.cw == 270;
+    const bool swap = orientation_.turned();
     if ((swap ? f->height : f->width) != info_.width || (swap ? f->width : f->height) != info_.height) {
       fail(path_, "frame " + std::to_string(index) + " has a different size from the first frame");
     }
     converter_.convert(f, &rgb_, path_);
-    if (orientation_.cw == 0 && !orientation_.mirror) return rgb_.data();
+    if (orientation_.none()) return rgb_.data();
     rotated_.resize(rgb_.size());
     rotate_rgb(rgb_.data(), f->height, f->width, orientation_, rotated_.data());
     return rotated_.data();
@@ -1359,7 +1361,7 @@ class Stream final : public FrameStream {
     if (f == nullptr) return false;
     converter_.convert(f, &tmp_, source_);
     const Orientation r = decoder_.applied();
-    const bool swap = r.cw == 90 || r.cw == 270;
+    const bool swap = r.turned();
     *height = swap ? f->width : f->height;
     *width = swap ? f->height : f->width;
     rgb->resize(tmp_.size());
