@@ -283,6 +283,27 @@ def write_with_cover(path: Path, frames: np.ndarray | None) -> Path:
     return path
 
 
+def write_two_tracks(path: Path, first: np.ndarray, second: np.ndarray) -> Path:
+    """An MP4 with two H.264 video tracks of the same size (a dual camera's file): ``first``, then ``second``,
+    interleaved. FFmpeg's ``av_find_best_stream`` (decord's choice) ranks the track with the higher bit rate best:
+    pass busier frames as ``second`` to make it the second."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        streams = []
+        for frames in (first, second):
+            stream = container.add_stream("libx264", rate=24)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            streams.append(stream)
+        for i in range(max(len(first), len(second)) + 1):
+            for stream, frames in zip(streams, (first, second), strict=True):
+                if i <= len(frames):
+                    picture = av.VideoFrame.from_ndarray(frames[i], format="rgb24") if i < len(frames) else None
+                    for packet in stream.encode(picture):
+                        container.mux(packet)
+    return path
+
+
 def hevc_lower_sublayer_nonref_video(path: Path, n: int = 48) -> Path:
     """HEVC in MP4 with temporal sub-layers (x265 ``temporal-layers=3``: TemporalId 0, 1, 2) whose TemporalId-1
     pictures are marked sub-layer non-reference (TSA_R -> TSA_N: the NAL header's type only) while TemporalId-2
@@ -354,6 +375,14 @@ WRONG_INDEX_FRAMES = 40  # what the packet index of ``wrong_index_video`` lists;
 def cover_first_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MP4 (24 frames of ``moving_square``, H.264) whose first video stream, to FFmpeg, is its cover art."""
     return write_with_cover(tmp_path_factory.mktemp("cover") / "cover_first.mp4", moving_square(24))
+
+
+@pytest.fixture(scope="session")
+def two_track_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MP4 with two 160x120 H.264 tracks: 24 frames of ``moving_square``, then 24 noisier frames (the higher bit
+    rate: FFmpeg's best stream, decord's choice)."""
+    noise = np.random.default_rng(7).integers(0, 256, (24, 120, 160, 3), dtype=np.uint8)
+    return write_two_tracks(tmp_path_factory.mktemp("tracks") / "two_tracks.mp4", moving_square(24), noise)
 
 
 @pytest.fixture(scope="session")

@@ -392,6 +392,15 @@ def test_vtc_run_leaves_no_onnx_runtime_telemetry(cpp_artifact: Path, real_video
         assert bool(ort_telemetry_files(home)) == expected, (extra, ort_telemetry_files(home))
 
 
+def test_several_video_tracks_give_the_same_answers(cpp_artifact: Path, two_track_video: Path) -> None:
+    """Two video tracks (a dual camera's file): both runtimes classify the first; `vtc-deploy run` says so."""
+    ours = vtc_run("--model", str(cpp_artifact), "--json", "--clips", "3", str(two_track_video))
+    theirs = run_cli("run", "--model", str(cpp_artifact), "--json", "--clips", "3", str(two_track_video))
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert_same_objects(objects(ours.stdout), objects(theirs.stdout))
+    assert f"{two_track_video}: 2 video streams; frames are read from the first" in theirs.stderr
+
+
 def test_cover_art_listed_first_gives_the_same_answers(cpp_artifact: Path, cover_first_video: Path) -> None:
     """An MP4 whose first video stream, to FFmpeg, is its cover art: both runtimes classify the video track."""
     ours = vtc_run("--model", str(cpp_artifact), "--json", "--clips", "3", str(cover_first_video))

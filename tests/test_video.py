@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,40 @@ def test_cover_art_listed_first_is_not_the_video(cover_first_video: Path, bad_fi
     assert np.array_equal(np.stack([frame for _, frame in source.frames()]), ref)
     with pytest.raises(VideoDecodeError, match="no video stream"):
         open_video(bad_files["cover_only"])
+
+
+def test_several_video_tracks_are_read_from_the_first(two_track_video: Path) -> None:
+    """Two video tracks of the same size (a dual camera's file): frames are the first track's, with a warning naming
+    the file; ``--decoder decord`` refuses the file, because decord reads the track FFmpeg ranks best (here the
+    second, busier one) and returned its frames without an error."""
+    import decord
+
+    with av.open(str(two_track_video)) as container:
+        first, second = container.streams.video
+        ref = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(first)])
+        assert second.bit_rate > first.bit_rate  # the premise: FFmpeg's best stream is the second
+    theirs = decord.VideoReader(str(two_track_video))
+    assert not np.array_equal(theirs.get_batch([0, 12]).asnumpy(), ref[[0, 12]])  # the premise: decord reads another
+    del theirs
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("vtc_deploy.video")
+    logger.addHandler(handler)
+    try:
+        for decoder in ("auto", "pyav"):
+            seen.clear()
+            with open_video(two_track_video, decoder=decoder) as reader:  # type: ignore[arg-type]
+                assert (reader.info.num_frames, reader.info.width, reader.info.height) == (24, 160, 120)
+                for t, clips in ((8, 1), (16, 3)):
+                    idx = uniform_indices(24, t, clips).reshape(-1)
+                    assert np.array_equal(reader.get_frames_at(idx), ref[idx]), (decoder, t, clips)
+            assert seen == [f"{two_track_video}: 2 video streams; frames are read from the first (160x120 h264)"]
+    finally:
+        logger.removeHandler(handler)
+    with pytest.raises(VideoDecodeError, match="2 video streams") as info:
+        open_video(two_track_video, decoder="decord")
+    assert str(info.value).startswith(str(two_track_video)) and "\n" not in str(info.value)
 
 
 def test_hevc_sub_layer_non_reference_pictures_below_the_top_layer_are_decoded(tmp_path: Path) -> None:

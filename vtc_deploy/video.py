@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import math
 import os
 import struct
@@ -95,6 +96,8 @@ import numpy as np
 
 from vtc_deploy import h264
 from vtc_deploy.errors import UsageError, VideoDecodeError, one_line
+
+log = logging.getLogger("vtc_deploy.video")
 
 DecoderName = Literal["auto", "decord", "pyav"]
 DECODERS: tuple[DecoderName, ...] = get_args(DecoderName)
@@ -255,7 +258,18 @@ def open_video(
         if not _decord_available():
             raise VideoDecodeError("decoder 'decord' is not installed (pip install decord, or use --decoder pyav)")
         return DecordReader(path_str, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
-    return PyAVReader(path_str, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
+    reader = PyAVReader(path_str, num_threads=num_threads, max_pixels=max_pixels, autorotate=autorotate)
+    if reader._src.video_streams > 1:
+        info = reader.info
+        log.warning(
+            "%s: %d video streams; frames are read from the first (%dx%d %s)",
+            path_str,
+            reader._src.video_streams,
+            info.width,
+            info.height,
+            reader._src.codec,
+        )
+    return reader
 
 
 def read_clip(path: str | Path, indices: Sequence[int] | np.ndarray, **options: Any) -> np.ndarray:
@@ -330,15 +344,19 @@ def _decord_available() -> bool:
     return True
 
 
+def video_streams(container: Any) -> list[Any]:
+    """The container's video streams that are not attached pictures: FFmpeg lists cover art (an MP4's ``covr``, the
+    picture of an MP3 or M4A) as a one-picture video stream, first when the file's metadata comes before its tracks;
+    decord (``av_find_best_stream``) and libvtc (rules/decode.cpp) skip it too."""
+    return [s for s in container.streams.video if not int(s.disposition) & ATTACHED_PIC]
+
+
 def video_stream(container: Any) -> Any | None:
-    """The video stream "frame k" refers to: the container's first video stream that is not an attached picture.
-    FFmpeg lists cover art (an MP4's ``covr``, the picture of an MP3 or M4A) as a one-picture video stream, first
-    when the file's metadata comes before its tracks; decord (``av_find_best_stream``) and libvtc
-    (rules/decode.cpp) skip it too. None when there is no other video stream."""
-    for stream in container.streams.video:
-        if not int(stream.disposition) & ATTACHED_PIC:
-            return stream
-    return None
+    """The video stream "frame k" refers to: the first of ``video_streams`` (libvtc's rule too; as ``ffmpeg -map
+    0:v:0`` takes it). A file with several (two cameras, angles, programs of a broadcast) is read from that one;
+    decord, and so Text4Vis's own loader, may read another (module docstring). None when there is none."""
+    streams = video_streams(container)
+    return streams[0] if streams else None
 
 
 @dataclass(frozen=True)
@@ -384,6 +402,7 @@ class _Source:
                 self.container.close()
                 self.container = self._open(probe=True)
             stream = self.stream_of(self.container)
+            self.video_streams = len(video_streams(self.container))
             ctx = stream.codec_context
             if ctx is None:  # PyAV opens no codec context for a codec id FFmpeg has no decoder for
                 raise VideoDecodeError(NO_DECODER, path=path)
@@ -1107,6 +1126,11 @@ class DecordReader(VideoReader):
             why = "interlaced video, which FFmpeg converts to RGB field by field and decord as whole frames"
         elif info.rotation or info.mirrored:
             why = "decord does not read rotated videos"
+        elif src.video_streams > 1:
+            why = (
+                f"{src.video_streams} video streams: frames are those of the first, decord reads the one FFmpeg "
+                "ranks best (av_find_best_stream), often another"
+            )
         if why:
             raise VideoDecodeError(f"decord cannot read this file frame-exactly ({why}); use --decoder pyav", path=path)
         decord.logging.set_level(decord.logging.QUIET)

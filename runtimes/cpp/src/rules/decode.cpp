@@ -433,6 +433,7 @@ class Decoder {
     fmt_.reset(raw);
     err = avformat_find_stream_info(fmt_.get(), nullptr);
     if (err < 0) fail(path_, "cannot read the stream headers (" + av_message(err) + ")");
+    // the first video stream that is not cover art, also when there are several (vtc_deploy.video.video_stream)
     for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
       const AVStream* s = fmt_->streams[i];
       if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO && !(s->disposition & AV_DISPOSITION_ATTACHED_PIC)) {
