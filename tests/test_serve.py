@@ -86,17 +86,49 @@ def _http_status(port: int, path: str) -> int:
         return 0
 
 
+def _kernel_threads(pid: int) -> str:
+    """Each thread of ``pid`` and its child processes as the kernel sees it: state (R, S, D...), where it waits
+    (wchan), CPU ticks (user, system) and, for threads in uninterruptible sleep, the kernel stack (root only). A
+    server that stops answering with an empty Python dump was stalled in the kernel (stop 25: threads in D state in
+    munmap and page-fault paths)."""
+    lines: list[str] = []
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text(errors="replace").strip()
+        except OSError:
+            return "?"
+
+    pids, i = [pid], 0
+    while i < len(pids) and len(pids) < 32:
+        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+            pids += [int(c) for c in read(task / "children").split() if c.isdigit()]
+        i += 1
+    for p in pids:
+        for task in sorted(Path(f"/proc/{p}/task").glob("*"), key=lambda t: int(t.name)):
+            stat = read(task / "stat")
+            fields = stat.rsplit(")", 1)[-1].split()
+            state, ticks = (fields[0], f"{fields[11]}+{fields[12]}") if len(fields) > 12 else ("?", "?")
+            lines.append(f"{p}/{task.name} {read(task / 'comm')} {state} wchan={read(task / 'wchan')} ticks={ticks}")
+            if state == "D":
+                lines += ["    " + line for line in read(task / "stack").splitlines()[:12]]
+    return "\n".join(lines[:400])
+
+
 def _stacks(server: dict) -> str:  # type: ignore[type-arg]
-    """The Python stack of every thread of a server that stopped answering (its SIGUSR1 dump), from its log."""
+    """The Python stack of every thread of a server that stopped answering (its SIGUSR1 dump), from its log, and
+    what the kernel says of its threads (``_kernel_threads``)."""
     if server["proc"].poll() is not None:
         return f"the server exited with {server['proc'].returncode}"
+    kernel = _kernel_threads(server["proc"].pid)
     log: Path = server["log"]
     size = log.stat().st_size
     os.kill(server["proc"].pid, signal.SIGUSR1)
     time.sleep(3)
     with log.open("rb") as fh:
         fh.seek(size)
-        return "server threads:\n" + fh.read().decode(errors="replace")[:12000]
+        dump = fh.read().decode(errors="replace")[:12000]
+    return f"server threads:\n{dump}\nin the kernel (load {Path('/proc/loadavg').read_text().strip()}):\n{kernel}"
 
 
 def _stop_server(server: dict) -> None:  # type: ignore[type-arg]
