@@ -54,6 +54,8 @@ def seeds(work: Path) -> list[Path]:
     made = [
         ("h264_b.mp4", "libx264", {"g": "12", "bf": "3", "x264-params": "b-pyramid=normal"}),
         ("h264_open.mkv", "libx264", {"g": "16", "x264-params": "open-gop=1:bframes=2"}),
+        # one IDR, then recovery points marked as keyframes: read through the index from the IDR
+        ("h264_intra_refresh.mp4", "libx264", {"x264-params": "intra-refresh=1:keyint=12:bframes=2"}),
         ("hevc.mp4", "libx265", {"g": "10", "x265-params": "log-level=none:bframes=2"}),
         ("vp9.webm", "libvpx-vp9", {"g": "10"}),
         ("mpeg4_b.avi", "mpeg4", {"g": "10", "bf": "2"}),

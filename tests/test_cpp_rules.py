@@ -264,6 +264,8 @@ def write_edit_list_mp4(src: Path, dst: Path, shift: int = 5) -> Path:
 
 INTERLACED = {"x264-params": "interlaced=1:tff=1", "bf": "3", "g": "12"}  # MBAFF
 MPEG2_FIELDS = {"flags": "+ilme+ildct", "top": "1", "bf": "2", "g": "12"}
+INTRA_REFRESH = {"x264-params": "intra-refresh=1:keyint=10:bframes=2"}
+OPEN_GOP = {"x264-params": "keyint=10:open-gop=1:bframes=3:scenecut=0"}
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +282,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "mjpeg.mkv": write_video(d / "mjpeg.mkv", "mjpeg", pix_fmt="yuvj422p", frames=20),
         "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
         "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
+        # keyframe marks on recovery points (not IDR pictures): decoded through from the IDR before
+        "h264_intra_refresh.mp4": write_video(d / "h264_intra_refresh.mp4", "libx264", options=INTRA_REFRESH),
+        "h264_open_gop.mkv": write_video(d / "h264_open_gop.mkv", "libx264", options=OPEN_GOP),
         # converted to RGB field by field (FFmpeg 8's sws_scale_frame on an interlaced frame)
         "h264_mbaff.mp4": write_video(d / "h264_mbaff.mp4", "libx264", frames=24, options=INTERLACED),
         "mpeg2_interlaced.mpg": write_video(d / "mpeg2_interlaced.mpg", "mpeg2video", frames=24, options=MPEG2_FIELDS),
@@ -371,6 +376,18 @@ def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Pat
         report.append(f"{name}: n={len(ref)} {info['width']}x{info['height']} rot={info['rotation']} max|diff|={diff}")
         assert diff <= TOLERANCE[codec_of(name)], report[-1]
     print("\n" + "\n".join(report))
+
+
+def test_recovery_point_keyframes_stay_indexed(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """H.264 whose container marks recovery points as keyframes (intra refresh, open GOPs): libvtc stays on the
+    indexed path as the Python reader does (test_video_corpus), starting only at IDR pictures: every frame read
+    alone equals the plain decode."""
+    for name in ("h264_intra_refresh.mp4", "h264_open_gop.mkv"):
+        ref = pyav_frames(corpus[name])
+        for k in range(len(ref)):
+            info, got = cpp_decode(corpus[name], [k], tmp_path)
+            assert info["indexed"] and info["num_frames"] == len(ref), name
+            assert np.array_equal(got[0], ref[k]), (name, k)
 
 
 # ----------------------------------------------------------------------------------------------------- tokenizer

@@ -18,32 +18,32 @@ counts, packet counts and timestamps are not the definition; they are used only 
 
 - *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, where every packet has a
   distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample count equals the packet
-  count, and (H.264/HEVC, length-prefixed NAL units, parsed here) every packet holds exactly one picture and every
-  packet marked keyframe holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every packet the container does
-  not mark "discard" (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and
-  frame ``k`` = the packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted
-  frame (decode order, pts not after it), feeds packets only up to the last wanted one, drops whole GOPs in between
-  (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures that are not wanted and that
-  the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer non-reference at the stream's highest
-  sub-layer -- higher sub-layers may reference such a picture of a lower one; ``skip_frame=NONREF`` on
-  that packet only; H.264 only while its ``frame_num`` is what a valid stream gives it, ``h264.NonReferenceCheck``:
-  decoding a damaged one changes later frames). Where a range holds H.264 reference pictures coded as B slices
-  (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``, reference pictures that no wanted frame
-  depends on are dropped too
-  (``skip_frame`` BIDIR / NONINTRA on that packet): ``vtc_deploy.h264`` reads the slice headers, rebuilds the
-  reference lists and replays the decoder's reference state with the drops, and drops only where every decoded
-  picture keeps the same references and picture order count. Every decoded range is checked: each packet fed
-  without skipping comes out as exactly one frame with its pts, nothing else comes out, the pts come out ascending
-  (the decoder's output order is the definition's; a miswritten index can disagree), no frame is flagged corrupt.
-  A failed check or a decode error switches the file to the sequential path. VP8/VP9/AV1/MJPEG packets after the
-  last wanted frame are trusted to hold one shown frame each, as their MP4/Matroska mappings require. These
-  containers are opened without FFmpeg's probe decode (their headers carry the stream parameters; the probe would
-  decode the first pictures once more).
+  count, and (H.264/HEVC, length-prefixed NAL units, parsed here) every packet holds exactly one picture and the first
+  holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every packet the container does not mark "discard"
+  (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and frame ``k`` = the
+  packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted frame (decode
+  order, pts not after it) that holds an IDR/IRAP picture (``_restart``: an H.264 keyframe that is a recovery point --
+  intra refresh, open GOPs -- is decoded through from the one before), feeds packets only up to the last wanted one,
+  drops whole GOPs in between (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures
+  that are not wanted and that the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer
+  non-reference at the stream's highest sub-layer -- higher sub-layers may reference such a picture of a lower one;
+  ``skip_frame=NONREF`` on that packet only; H.264 only while its ``frame_num`` is what a valid stream gives it,
+  ``h264.NonReferenceCheck``: decoding a damaged one changes later frames). Where a range holds H.264 reference
+  pictures coded as B slices (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``, reference
+  pictures that no wanted frame depends on are dropped too (``skip_frame`` BIDIR / NONINTRA on that packet):
+  ``vtc_deploy.h264`` reads the slice headers, rebuilds the reference lists and replays the decoder's reference state
+  with the drops, and drops only where every decoded picture keeps the same references and picture order count. Every
+  decoded range is checked: each packet fed without skipping comes out as exactly one frame with its pts, nothing else
+  comes out, the pts come out ascending (the decoder's output order is the definition's; a miswritten index can
+  disagree), no frame is flagged corrupt. A failed check or a decode error switches the file to the sequential path.
+  VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown frame each, as their
+  MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode (their headers carry the
+  stream parameters; the probe would decode the first pictures once more).
 - *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
   frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
   the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
-  wanted output positions, stopping after the last one. Each of these decodes starts from a decoder that has
-  decoded nothing, opened with FFmpeg's probe, as a plain decode's is (``_Source.decoder(fresh=True)``).
+  wanted output positions, stopping after the last one. Each of these decodes starts from a decoder that has decoded
+  nothing, opened with FFmpeg's probe, as a plain decode's is (``_Source.decoder(fresh=True)``).
 
 If the sequential count differs from the count reported at open, ``get_frames_at`` / ``map_frames_at`` raise
 ``FrameCountChanged`` (a ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
@@ -696,7 +696,7 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     packets = src.packets
     if src.format.startswith("mov") and src.declared and src.declared != len(packets):
         return None  # the MP4 sample table and the packets disagree (cut off, or merged by the parser)
-    if not packets[0].keyframe or packets[0].pts is None:
+    if not packets[0].keyframe or not packets[0].intra or packets[0].pts is None:
         return None
     first = packets[0].pts
     shown: list[tuple[int, int]] = []  # (pts, position) of packets that yield a frame
@@ -706,8 +706,6 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
             return None
         if parsed and p.pictures != 1:
             return None  # no picture (SEI/AUD only), two, or a field pair, or not length-prefixed: not 1:1
-        if p.keyframe and not p.intra:
-            return None  # marked a keyframe, but decoding cannot start there (or an H.264 recovery point)
         if p.discard:
             continue
         if p.pts < first:
@@ -717,6 +715,13 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     if not shown or any(a[0] == b[0] for a, b in itertools.pairwise(shown)):
         return None
     return [pos for _, pos in shown], {pts: k for k, (pts, _) in enumerate(shown)}
+
+
+def _restart(p: _Packet) -> bool:
+    """Whether the indexed path may start decoding at this packet: the container marks it a keyframe and the bitstream
+    says a fresh decode starts there (IDR/IRAP, VP8/VP9 key frame). A packet marked keyframe that is not one (an
+    H.264 recovery point: intra refresh, open GOPs) is decoded through from the restart point before it."""
+    return p.keyframe and p.intra and p.pts is not None
 
 
 # ------------------------------------------------------------------------------------------------------------ PyAV
@@ -746,7 +751,7 @@ class PyAVReader(VideoReader):
             plan = _indexed_plan(self._src)
             if plan is not None:
                 self._frame_pos, self._frame_of_pts = plan
-                self._keyframes = [pos for pos, p in enumerate(self._src.packets) if p.keyframe and p.pts is not None]
+                self._keyframes = [pos for pos, p in enumerate(self._src.packets) if _restart(p)]
                 orientation = self._start_indexed()
                 n, mode = len(self._frame_pos), "pyav"
             else:
@@ -1118,6 +1123,11 @@ class DecordReader(VideoReader):
         why = ""
         if not indexed:
             why = f"{_describe(src)} has no one-frame-per-packet index"
+        elif any(p.keyframe and not p.intra for p in src.packets):
+            why = (
+                "keyframes that are not IDR pictures (H.264 recovery points: intra refresh, open GOPs), where decord "
+                "starts decoding"
+            )
         elif _has_leading_pictures(src.packets):
             why = "open GOPs (frames shown before their keyframe), which decord decodes without their references"
         elif src.pix_fmt not in DECORD_PIX_FMTS:

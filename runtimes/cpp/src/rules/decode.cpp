@@ -3,7 +3,7 @@
 // of frames it yields. Two paths, as vtc_deploy.video (its module docstring states the conditions in full):
 // - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG whose packets map one-to-one to frames, checked
 //   on the packet index and, for H.264/HEVC, on the NAL units): num_frames = the packets not marked discard, frame k =
-//   the packet with the k-th smallest pts; reading decodes from the keyframe before each wanted frame, skips
+//   the packet with the k-th smallest pts; reading decodes from the IDR/IRAP keyframe before each wanted frame, skips
 //   non-reference pictures that are not wanted (skip_frame per packet; H.264: while NonReferenceCheck allows it),
 //   stops after the last wanted one, and checks
 //   every decoded range; a failed check switches the file to the sequential path;
@@ -1116,7 +1116,7 @@ class FileReader final : public VideoReader {
     // _indexed_plan
     const int64_t declared = src->declared_frames();
     if (format.rfind("mov", 0) == 0 && declared > 0 && declared != static_cast<int64_t>(packets_.size())) return false;
-    if (!packets_[0].keyframe || packets_[0].pts == AV_NOPTS_VALUE) return false;
+    if (!packets_[0].keyframe || !packets_[0].intra || packets_[0].pts == AV_NOPTS_VALUE) return false;
     const int64_t first = packets_[0].pts;
     const bool parsed = codec_ == "h264" || codec_ == "hevc";
     std::vector<std::pair<int64_t, size_t>> shown;
@@ -1124,7 +1124,6 @@ class FileReader final : public VideoReader {
       const PacketInfo& p = packets_[pos];
       if (p.pts == AV_NOPTS_VALUE) return false;
       if (parsed && p.pictures != 1) return false;  // no picture, two, a field pair, or not length-prefixed
-      if (p.keyframe && !p.intra) return false;     // marked a keyframe, but decoding cannot start there
       if (p.discard) continue;
       if (p.pts < first) return false;  // presented before the first keyframe: a leading picture
       shown.emplace_back(p.pts, pos);
@@ -1137,7 +1136,9 @@ class FileReader final : public VideoReader {
     frame_pos_.clear();
     for (const auto& s : shown) frame_pos_.push_back(s.second);
     for (size_t pos = 0; pos < packets_.size(); ++pos) {
-      if (packets_[pos].keyframe) keyframes_.push_back(pos);
+      // _restart: decoding starts only where the bitstream starts afresh; a keyframe mark on an H.264 recovery point
+      // (intra refresh, open GOPs) is decoded through from the restart point before it
+      if (packets_[pos].keyframe && packets_[pos].intra) keyframes_.push_back(pos);
     }
     src_ = std::move(src);
     // the first frame: the decoder works on this file, and the frame size
@@ -1342,7 +1343,7 @@ class FileReader final : public VideoReader {
   std::vector<PacketPtr> kept_;      // their data, while it fits in kPacketMemory
   bool kept_all_ = false;
   std::vector<size_t> frame_pos_;   // frame k -> packet position
-  std::vector<size_t> keyframes_;   // positions of packets marked keyframe
+  std::vector<size_t> keyframes_;   // where decoding may start: packets marked keyframe that are IDR/IRAP
   std::unique_ptr<Chain> chain_;
   bool decoder_used_ = false;
 };
