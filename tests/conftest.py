@@ -304,6 +304,31 @@ def write_two_tracks(path: Path, first: np.ndarray, second: np.ndarray) -> Path:
     return path
 
 
+def mjpeg_avi(path: Path, n: int = 24, *, dropped: tuple[int, ...] = (), damaged: tuple[int, ...] = ()) -> Path:
+    """An MJPEG AVI of ``moving_square(n)`` as cameras write them; ``dropped``: frames written as empty chunks (a
+    capture that dropped them: players repeat the previous frame, FFmpeg returns no packet); ``damaged``: frames whose
+    JPEG start-of-image marker is overwritten (a packet that is not a JPEG image)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
+        for k, rgb in enumerate(moving_square(n)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                if k in dropped or k in damaged:
+                    data = b"" if k in dropped else b"\0\0" + bytes(packet)[2:]
+                    replacement = av.Packet(data)
+                    replacement.stream, replacement.pts, replacement.dts = stream, packet.pts, packet.dts
+                    replacement.time_base = packet.time_base
+                    packet = replacement
+                container.mux(packet)
+    return path
+
+
 def hevc_lower_sublayer_nonref_video(path: Path, n: int = 48) -> Path:
     """HEVC in MP4 with temporal sub-layers (x265 ``temporal-layers=3``: TemporalId 0, 1, 2) whose TemporalId-1
     pictures are marked sub-layer non-reference (TSA_R -> TSA_N: the NAL header's type only) while TemporalId-2

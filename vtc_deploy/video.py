@@ -16,10 +16,11 @@ FFmpeg 8 swscale; ``rgb_frame`` runs it on one thread: the same bytes for a quar
 the number of frames that decode yields. A decode error anywhere in that decode makes the file bad. Header frame
 counts, packet counts and timestamps are not the definition; they are used only where they give the same answer:
 
-- *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, where every packet has a
-  distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample count equals the packet
-  count, and (H.264/HEVC, length-prefixed NAL units, parsed here) every packet holds exactly one picture and the first
-  holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every packet the container does not mark "discard"
+- *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, and AVI holding MJPEG,
+  where every packet has a distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample
+  count equals the packet count, and (H.264/HEVC, length-prefixed NAL units, parsed here; MJPEG: a JPEG start of
+  image marker) every packet holds exactly one picture and the first holds an IDR/IRAP picture (VP8/VP9: the
+  key-frame bit). Then every packet the container does not mark "discard"
   (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and frame ``k`` = the
   packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted frame (decode
   order, pts not after it) that holds an IDR/IRAP picture (``_restart``: an H.264 keyframe that is a recovery point --
@@ -39,11 +40,11 @@ counts, packet counts and timestamps are not the definition; they are used only 
   VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown frame each, as their
   MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode (their headers carry the
   stream parameters; the probe would decode the first pictures once more).
-- *Sequential path* (everything else: AVI -- no reliable pts, DivX packed B-frames whose placeholder packets yield no
-  frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself. Opening counts
-  the frames with one full decode (no colour conversion); reading decodes from the start and keeps the frames at the
-  wanted output positions, stopping after the last one. Each of these decodes starts from a decoder that has decoded
-  nothing, opened with FFmpeg's probe, as a plain decode's is (``_Source.decoder(fresh=True)``).
+- *Sequential path* (everything else: AVI with other codecs -- no reliable pts, DivX packed B-frames whose placeholder
+  packets yield no frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself.
+  Opening counts the frames with one full decode (no colour conversion); reading decodes from the start and keeps the
+  frames at the wanted output positions, stopping after the last one. Each of these decodes starts from a decoder that
+  has decoded nothing, opened with FFmpeg's probe, as a plain decode's is (``_Source.decoder(fresh=True)``).
 
 If the sequential count differs from the count reported at open, ``get_frames_at`` / ``map_frames_at`` raise
 ``FrameCountChanged`` (a ``VideoDecodeError``) with the corrected ``info``; ``inputs.read_views`` samples again with it.
@@ -108,6 +109,9 @@ PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larg
 FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the counting decode
 INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
 INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
+# AVI (no presentation timestamps of its own: its packets are in decode order) is indexed only for codecs whose every
+# packet is one picture decoded on its own (cameras, dashcams and trail cameras write MJPEG AVI)
+INTRA_ONLY_CODECS = frozenset({"mjpeg"})
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 DROP_MIN_PIXELS = 200_000  # below this, parsing slice headers (~20 us a packet) costs about what dropping saves
@@ -365,7 +369,7 @@ class _Packet:
     keyframe: bool
     discard: bool
     size: int
-    pictures: int  # H.264/HEVC: slices that start a picture (-1: not parsed)
+    pictures: int  # H.264/HEVC: slices that start a picture; MJPEG: 1 when it starts a JPEG image (-1: not parsed)
     intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
     disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
     b_reference: bool  # H.264: a reference picture whose first slice is a B slice (x264's B-pyramid)
@@ -623,16 +627,19 @@ def _nal_format(codec: str, extradata: bytes) -> int:
 
 
 def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int, bool, bool, bool, bool, int]:
-    """``(pictures, intra, disposable, b_reference, params, layer)`` of one packet: for length-prefixed H.264/HEVC,
-    the slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed),
-    whether an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
+    """``(pictures, intra, disposable, b_reference, params, layer)`` of one packet: for length-prefixed H.264/HEVC, the
+    slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether
+    an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
     non-reference types), H.264: whether it is a reference picture coded as B slices and whether it carries an SPS or
-    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; other codecs are not parsed (-1, True, False, False, False,
-    0). An HEVC sub-layer non-reference picture is one that no later picture *of its sub-layer* references: pictures
-    of higher sub-layers may (H.265 3.136), so ``_Source`` keeps it disposable only at the stream's highest
-    TemporalId (FFmpeg's ``skip_frame=NONREF`` drops every such picture whatever its sub-layer)."""
+    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; MJPEG: one picture when the packet starts with a JPEG start
+    of image marker (else 0); other codecs are not parsed (-1, True, False, False, False, 0). An HEVC sub-layer
+    non-reference picture is one that no later picture *of its sub-layer* references: pictures of higher sub-layers may
+    (H.265 3.136), so ``_Source`` keeps it disposable only at the stream's highest TemporalId (FFmpeg's
+    ``skip_frame=NONREF`` drops every such picture whatever its sub-layer)."""
     if codec == "vp8":
         return -1, bool(data) and not data[0] & 1, False, False, False, 0
+    if codec == "mjpeg":
+        return int(bytes(data[:2]) == b"\xff\xd8"), True, False, False, False, 0
     if codec == "vp9":
         if not data or data[0] >> 6 != 2:
             return -1, False, False, False, False, 0
@@ -689,7 +696,10 @@ def _h264_slice_type(head: bytes | memoryview) -> int:
 def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     """Presentation order of the indexed path: positions of frames 0..n-1 and pts -> frame index; ``None`` when the
     file does not meet the indexed path's conditions (module docstring)."""
-    if not any(name in INDEXED_CONTAINERS for name in src.format.split(",")):
+    formats = src.format.split(",")
+    if not any(name in INDEXED_CONTAINERS for name in formats) and not (
+        "avi" in formats and src.codec in INTRA_ONLY_CODECS
+    ):
         return None
     if src.codec not in INDEXED_CODECS:
         return None
@@ -700,12 +710,12 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
         return None
     first = packets[0].pts
     shown: list[tuple[int, int]] = []  # (pts, position) of packets that yield a frame
-    parsed = src.codec in ("h264", "hevc")
+    parsed = src.codec in ("h264", "hevc", "mjpeg")
     for pos, p in enumerate(packets):
         if p.pts is None:
             return None
         if parsed and p.pictures != 1:
-            return None  # no picture (SEI/AUD only), two, or a field pair, or not length-prefixed: not 1:1
+            return None  # no picture (SEI/AUD only), two, a field pair, not length-prefixed, not a JPEG: not 1:1
         if p.discard:
             continue
         if p.pts < first:
@@ -1123,6 +1133,8 @@ class DecordReader(VideoReader):
         why = ""
         if not indexed:
             why = f"{_describe(src)} has no one-frame-per-packet index"
+        elif "avi" in src.format.split(","):
+            why = "AVI, whose packets decord indexes as frames (DivX placeholders too)"
         elif any(p.keyframe and not p.intra for p in src.packets):
             why = (
                 "keyframes that are not IDR pictures (H.264 recovery points: intra refresh, open GOPs), where decord "

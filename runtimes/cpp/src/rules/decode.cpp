@@ -1,8 +1,8 @@
 // FFmpeg decoding, frame-exact: frame k is the k-th frame that a plain sequential decode (demux every packet of the
 // first video stream, avcodec_send_packet/avcodec_receive_frame, flush at the end) yields, and num_frames the number
 // of frames it yields. Two paths, as vtc_deploy.video (its module docstring states the conditions in full):
-// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG whose packets map one-to-one to frames, checked
-//   on the packet index and, for H.264/HEVC, on the NAL units): num_frames = the packets not marked discard, frame k =
+// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG, AVI with MJPEG, whose packets map one-to-one to
+//   frames, checked on the packet index and, for H.264/HEVC/MJPEG, on the bitstream): num_frames = the packets not marked discard, frame k =
 //   the packet with the k-th smallest pts; reading decodes from the IDR/IRAP keyframe before each wanted frame, skips
 //   non-reference pictures that are not wanted (skip_frame per packet; H.264: while NonReferenceCheck allows it),
 //   stops after the last wanted one, and checks
@@ -652,7 +652,7 @@ struct PacketInfo {
   int64_t pts = AV_NOPTS_VALUE;
   bool keyframe = false;
   bool discard = false;
-  int pictures = -1;        // H.264/HEVC: slices that start a picture (-1: not parsed or malformed)
+  int pictures = -1;        // H.264/HEVC: slices that start a picture; MJPEG: 1 when it starts a JPEG (-1: not parsed)
   bool intra = true;        // the bitstream starts a fresh decode here (True where not parsed)
   bool disposable = false;  // H.264/HEVC: one picture that no other frame references
   int layer = 0;            // HEVC: the picture's TemporalId (sub-layer)
@@ -669,6 +669,10 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
   p->pictures = -1, p->intra = true, p->disposable = false;
   if (codec == "vp8") {
     p->intra = size > 0 && !(data[0] & 1);
+    return;
+  }
+  if (codec == "mjpeg") {  // one picture when the packet starts with a JPEG start of image marker
+    p->pictures = size >= 2 && data[0] == 0xFF && data[1] == 0xD8 ? 1 : 0;
     return;
   }
   if (codec == "vp9") {
@@ -1067,17 +1071,25 @@ class FileReader final : public VideoReader {
     src->check_not_truncated();
     const std::string format = src->format_name();
     bool container = false;
-    for (const char* name : {"mov", "mp4", "matroska", "webm"}) {
+    bool avi = false;
+    for (const char* name : {"mov", "mp4", "matroska", "webm", "avi"}) {
       size_t at = 0;
       while (at <= format.size()) {
         const size_t comma = std::min(format.find(',', at), format.size());
-        if (format.compare(at, comma - at, name) == 0) container = true;
+        if (format.compare(at, comma - at, name) == 0) {
+          if (std::strcmp(name, "avi") == 0) {
+            avi = true;
+          } else {
+            container = true;
+          }
+        }
         at = comma + 1;
       }
     }
     const AVCodecParameters* par = src->stream()->codecpar;
     const char* codec_name = avcodec_get_name(par->codec_id);
     codec_ = codec_name ? codec_name : "";
+    container = container || (avi && codec_ == "mjpeg");  // AVI: intra-only codecs (video.INTRA_ONLY_CODECS)
     static const char* const kCodecs[] = {"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"};
     if (!container || std::none_of(std::begin(kCodecs), std::end(kCodecs), [&](const char* c) { return codec_ == c; })) {
       return false;
@@ -1118,12 +1130,12 @@ class FileReader final : public VideoReader {
     if (format.rfind("mov", 0) == 0 && declared > 0 && declared != static_cast<int64_t>(packets_.size())) return false;
     if (!packets_[0].keyframe || !packets_[0].intra || packets_[0].pts == AV_NOPTS_VALUE) return false;
     const int64_t first = packets_[0].pts;
-    const bool parsed = codec_ == "h264" || codec_ == "hevc";
+    const bool parsed = codec_ == "h264" || codec_ == "hevc" || codec_ == "mjpeg";
     std::vector<std::pair<int64_t, size_t>> shown;
     for (size_t pos = 0; pos < packets_.size(); ++pos) {
       const PacketInfo& p = packets_[pos];
       if (p.pts == AV_NOPTS_VALUE) return false;
-      if (parsed && p.pictures != 1) return false;  // no picture, two, a field pair, or not length-prefixed
+      if (parsed && p.pictures != 1) return false;  // no picture, two, a field pair, not length-prefixed, not a JPEG
       if (p.discard) continue;
       if (p.pts < first) return false;  // presented before the first keyframe: a leading picture
       shown.emplace_back(p.pts, pos);
