@@ -304,28 +304,42 @@ def write_two_tracks(path: Path, first: np.ndarray, second: np.ndarray) -> Path:
     return path
 
 
-def mjpeg_avi(path: Path, n: int = 24, *, dropped: tuple[int, ...] = (), damaged: tuple[int, ...] = ()) -> Path:
-    """An MJPEG AVI of ``moving_square(n)`` as cameras write them; ``dropped``: frames written as empty chunks (a
-    capture that dropped them: players repeat the previous frame, FFmpeg returns no packet); ``damaged``: frames whose
-    JPEG start-of-image marker is overwritten (a packet that is not a JPEG image)."""
+def intra_only_video(
+    path: Path,
+    codec: str = "mjpeg",
+    pix_fmt: str = "yuvj420p",
+    n: int = 24,
+    *,
+    dropped: tuple[int, ...] = (),
+    damaged: tuple[int, ...] = (),
+) -> Path:
+    """``moving_square(n)`` in an intra-only codec (MJPEG in AVI as cameras write it, ProRes or DNxHR in MOV as phones
+    and editors do; the container from ``path``'s suffix); ``dropped``: frames written as empty packets (a capture
+    that dropped them: an AVI's empty chunk, for which FFmpeg returns no packet); ``damaged``: frames whose first 8
+    bytes are zeroed (a packet that does not start as a frame of the codec: no JPEG start of image marker)."""
     from fractions import Fraction
 
     import av
 
+    h, w = (144, 256) if codec == "dnxhd" else (120, 160)  # DNxHR: any frame size from 256 pixels wide
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mjpeg", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
-        for k, rgb in enumerate(moving_square(n)):
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        if codec == "dnxhd":
+            stream.options = {"profile": "dnxhr_sq"}
+        for k, rgb in enumerate(moving_square(n, h, w)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, 25)
             for packet in stream.encode(frame):
                 if k in dropped or k in damaged:
-                    data = b"" if k in dropped else b"\0\0" + bytes(packet)[2:]
+                    data = b"" if k in dropped else bytes(8) + bytes(packet)[8:]
                     replacement = av.Packet(data)
                     replacement.stream, replacement.pts, replacement.dts = stream, packet.pts, packet.dts
                     replacement.time_base = packet.time_base
                     packet = replacement
                 container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path
 
 

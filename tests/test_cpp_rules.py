@@ -27,7 +27,7 @@ from tests.conftest import (
     MIRROR_MATRICES,
     WRONG_INDEX_FRAMES,
     hevc_lower_sublayer_nonref_video,
-    mjpeg_avi,
+    intra_only_video,
     swapped_timestamps_video,
     with_display_matrix,
 )
@@ -379,17 +379,19 @@ def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Pat
     print("\n" + "\n".join(report))
 
 
-def test_indexed_path_covers_recovery_points_and_mjpeg_avi(corpus: dict[str, Path], tmp_path: Path) -> None:
+def test_indexed_path_covers_recovery_points_and_intra_only_codecs(corpus: dict[str, Path], tmp_path: Path) -> None:
     """libvtc takes the indexed path where the Python reader does (test_video_corpus): H.264 whose container marks
-    recovery points as keyframes (intra refresh, open GOPs; decoding starts only at IDR pictures) and MJPEG in AVI,
-    also with dropped frames; every frame read alone equals the plain decode. An MJPEG AVI with a packet that is not
-    a JPEG image is read sequentially, as the plain decode reads it."""
+    recovery points as keyframes (intra refresh, open GOPs; decoding starts only at IDR pictures), MJPEG in AVI (also
+    with dropped frames), ProRes and DNxHR in MOV; every frame read alone equals the plain decode. An MJPEG AVI with a
+    packet that is not a JPEG image is read sequentially, as the plain decode reads it."""
     files = {
         "h264_intra_refresh.mp4": corpus["h264_intra_refresh.mp4"],
         "h264_open_gop.mkv": corpus["h264_open_gop.mkv"],
         "mjpeg.avi": corpus["mjpeg.avi"],
-        "dropped.avi": mjpeg_avi(tmp_path / "dropped.avi", dropped=(5, 6, 17)),
-        "damaged.avi": mjpeg_avi(tmp_path / "damaged.avi", damaged=(9,)),
+        "dropped.avi": intra_only_video(tmp_path / "dropped.avi", dropped=(5, 6, 17)),
+        "damaged.avi": intra_only_video(tmp_path / "damaged.avi", damaged=(9,)),
+        "prores_4444.mov": intra_only_video(tmp_path / "prores_4444.mov", "prores_ks", "yuva444p10le"),
+        "dnxhr.mov": intra_only_video(tmp_path / "dnxhr.mov", "dnxhd", "yuv422p"),
     }
     for name, path in files.items():
         ref = pyav_frames(path)

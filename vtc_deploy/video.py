@@ -108,10 +108,12 @@ NO_DECODER = "the video stream's codec is unknown to this FFmpeg build (no decod
 PACKET_MEMORY = 256 * 2**20  # video packets kept in memory after indexing; larger streams are demuxed again
 FRAME_MEMORY = 128 * 2**20  # sequential path: decoded frames kept from the counting decode
 INDEXED_CONTAINERS = ("mov", "mp4", "matroska", "webm")
-INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"})
-# AVI (no presentation timestamps of its own: its packets are in decode order) is indexed only for codecs whose every
-# packet is one picture decoded on its own (cameras, dashcams and trail cameras write MJPEG AVI)
-INTRA_ONLY_CODECS = frozenset({"mjpeg"})
+INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "prores", "dnxhd"})
+# Codecs whose every packet is one picture decoded on its own (MJPEG from cameras, dashcams and trail cameras; ProRes
+# and DNxHD/DNxHR from phones, editors and cameras). Only these are indexed in AVI, whose packets carry no
+# presentation timestamps of their own (they are in decode order).
+INTRA_ONLY_CODECS = frozenset({"mjpeg", "prores", "dnxhd"})
+PICTURE_CHECKED = frozenset({"h264", "hevc", "mjpeg", "prores", "dnxhd"})  # _parse counts the pictures of a packet
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 DROP_MIN_PIXELS = 200_000  # below this, parsing slice headers (~20 us a packet) costs about what dropping saves
@@ -369,7 +371,7 @@ class _Packet:
     keyframe: bool
     discard: bool
     size: int
-    pictures: int  # H.264/HEVC: slices that start a picture; MJPEG: 1 when it starts a JPEG image (-1: not parsed)
+    pictures: int  # H.264/HEVC: slices starting a picture; intra-only codecs: 1 if it starts a frame (-1: not parsed)
     intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
     disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
     b_reference: bool  # H.264: a reference picture whose first slice is a B slice (x264's B-pyramid)
@@ -631,15 +633,20 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
     slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether
     an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
     non-reference types), H.264: whether it is a reference picture coded as B slices and whether it carries an SPS or
-    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; MJPEG: one picture when the packet starts with a JPEG start
-    of image marker (else 0); other codecs are not parsed (-1, True, False, False, False, 0). An HEVC sub-layer
-    non-reference picture is one that no later picture *of its sub-layer* references: pictures of higher sub-layers may
-    (H.265 3.136), so ``_Source`` keeps it disposable only at the stream's highest TemporalId (FFmpeg's
-    ``skip_frame=NONREF`` drops every such picture whatever its sub-layer)."""
+    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; MJPEG, ProRes, DNxHD: one picture when the packet starts as a
+    frame of that codec does (a JPEG start of image marker, ProRes's ``icpf``, DNxHD's header prefix; else 0); other
+    codecs are not parsed (-1, True, False, False, False, 0). An HEVC sub-layer non-reference picture is one that no
+    later picture *of its sub-layer* references: pictures of higher sub-layers may (H.265 3.136), so ``_Source`` keeps
+    it disposable only at the stream's highest TemporalId (FFmpeg's ``skip_frame=NONREF`` drops every such picture
+    whatever its sub-layer)."""
     if codec == "vp8":
         return -1, bool(data) and not data[0] & 1, False, False, False, 0
     if codec == "mjpeg":
         return int(bytes(data[:2]) == b"\xff\xd8"), True, False, False, False, 0
+    if codec == "prores":  # frame size, then the frame identifier
+        return int(bytes(data[4:8]) == b"icpf"), True, False, False, False, 0
+    if codec == "dnxhd":  # the header prefix of DNxHD and DNxHR frames
+        return int(bytes(data[:4]) == b"\0\0\x02\x80"), True, False, False, False, 0
     if codec == "vp9":
         if not data or data[0] >> 6 != 2:
             return -1, False, False, False, False, 0
@@ -710,7 +717,7 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
         return None
     first = packets[0].pts
     shown: list[tuple[int, int]] = []  # (pts, position) of packets that yield a frame
-    parsed = src.codec in ("h264", "hevc", "mjpeg")
+    parsed = src.codec in PICTURE_CHECKED
     for pos, p in enumerate(packets):
         if p.pts is None:
             return None

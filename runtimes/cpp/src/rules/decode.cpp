@@ -1,12 +1,12 @@
 // FFmpeg decoding, frame-exact: frame k is the k-th frame that a plain sequential decode (demux every packet of the
 // first video stream, avcodec_send_packet/avcodec_receive_frame, flush at the end) yields, and num_frames the number
 // of frames it yields. Two paths, as vtc_deploy.video (its module docstring states the conditions in full):
-// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG, AVI with MJPEG, whose packets map one-to-one to
-//   frames, checked on the packet index and, for H.264/HEVC/MJPEG, on the bitstream): num_frames = the packets not marked discard, frame k =
-//   the packet with the k-th smallest pts; reading decodes from the IDR/IRAP keyframe before each wanted frame, skips
-//   non-reference pictures that are not wanted (skip_frame per packet; H.264: while NonReferenceCheck allows it),
-//   stops after the last wanted one, and checks
-//   every decoded range; a failed check switches the file to the sequential path;
+// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG/ProRes/DNxHD, AVI with the intra-only ones, whose
+//   packets map one-to-one to frames, checked on the packet index and on the bitstream): num_frames = the packets not
+//   marked discard, frame k = the packet with the k-th smallest pts; reading decodes from the IDR/IRAP keyframe before
+//   each wanted frame, skips non-reference pictures that are not wanted (skip_frame per packet; H.264: while
+//   NonReferenceCheck allows it), stops after the last wanted one, and checks every decoded range; a failed check
+//   switches the file to the sequential path;
 // - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame).
 // RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives (FFmpeg 8's swscale: SWS_BILINEAR, the frame's colour
 // matrix, range and chroma position, interlaced frames field by field; see RgbConverter for how Debian's FFmpeg 5.1 is
@@ -652,7 +652,7 @@ struct PacketInfo {
   int64_t pts = AV_NOPTS_VALUE;
   bool keyframe = false;
   bool discard = false;
-  int pictures = -1;        // H.264/HEVC: slices that start a picture; MJPEG: 1 when it starts a JPEG (-1: not parsed)
+  int pictures = -1;        // H.264/HEVC: slices starting a picture; intra-only: 1 if it starts a frame (-1: not parsed)
   bool intra = true;        // the bitstream starts a fresh decode here (True where not parsed)
   bool disposable = false;  // H.264/HEVC: one picture that no other frame references
   int layer = 0;            // HEVC: the picture's TemporalId (sub-layer)
@@ -671,8 +671,17 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
     p->intra = size > 0 && !(data[0] & 1);
     return;
   }
-  if (codec == "mjpeg") {  // one picture when the packet starts with a JPEG start of image marker
+  // intra-only codecs: one picture when the packet starts as a frame of the codec does
+  if (codec == "mjpeg") {  // a JPEG start of image marker
     p->pictures = size >= 2 && data[0] == 0xFF && data[1] == 0xD8 ? 1 : 0;
+    return;
+  }
+  if (codec == "prores") {  // frame size, then the frame identifier
+    p->pictures = size >= 8 && std::memcmp(data + 4, "icpf", 4) == 0 ? 1 : 0;
+    return;
+  }
+  if (codec == "dnxhd") {  // the header prefix of DNxHD and DNxHR frames
+    p->pictures = size >= 4 && data[0] == 0 && data[1] == 0 && data[2] == 2 && data[3] == 0x80 ? 1 : 0;
     return;
   }
   if (codec == "vp9") {
@@ -1089,8 +1098,11 @@ class FileReader final : public VideoReader {
     const AVCodecParameters* par = src->stream()->codecpar;
     const char* codec_name = avcodec_get_name(par->codec_id);
     codec_ = codec_name ? codec_name : "";
-    container = container || (avi && codec_ == "mjpeg");  // AVI: intra-only codecs (video.INTRA_ONLY_CODECS)
-    static const char* const kCodecs[] = {"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"};
+    static const char* const kIntraOnly[] = {"mjpeg", "prores", "dnxhd"};  // video.INTRA_ONLY_CODECS
+    const bool intra_only =
+        std::any_of(std::begin(kIntraOnly), std::end(kIntraOnly), [&](const char* c) { return codec_ == c; });
+    container = container || (avi && intra_only);  // AVI: intra-only codecs only
+    static const char* const kCodecs[] = {"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "prores", "dnxhd"};
     if (!container || std::none_of(std::begin(kCodecs), std::end(kCodecs), [&](const char* c) { return codec_ == c; })) {
       return false;
     }
@@ -1130,7 +1142,7 @@ class FileReader final : public VideoReader {
     if (format.rfind("mov", 0) == 0 && declared > 0 && declared != static_cast<int64_t>(packets_.size())) return false;
     if (!packets_[0].keyframe || !packets_[0].intra || packets_[0].pts == AV_NOPTS_VALUE) return false;
     const int64_t first = packets_[0].pts;
-    const bool parsed = codec_ == "h264" || codec_ == "hevc" || codec_ == "mjpeg";
+    const bool parsed = codec_ == "h264" || codec_ == "hevc" || intra_only;  // video.PICTURE_CHECKED
     std::vector<std::pair<int64_t, size_t>> shown;
     for (size_t pos = 0; pos < packets_.size(); ++pos) {
       const PacketInfo& p = packets_[pos];
