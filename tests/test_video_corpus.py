@@ -481,6 +481,20 @@ def test_intra_only_codecs_are_read_through_their_index(corpus: dict[str, Path],
     assert len(sequential(made["dropped.avi"])) == 21  # the premise: the empty chunks yield no frame
 
 
+def test_flv_is_read_through_its_index(corpus: dict[str, Path]) -> None:
+    """H.264 in FLV (old livestream recordings and downloads: timestamps, keyframe flags and length-prefixed NAL
+    units as in MP4) takes the indexed path (before: sequential; 0.35x the CPU time on a 300-frame 1080p file) and
+    every frame read alone equals the sequential decode; decord refuses it."""
+    path = corpus["h264.flv"]
+    ref = sequential(path)
+    with open_video(path) as reader:
+        assert reader.info.decoder == "pyav" and reader.info.num_frames == len(ref)
+        for k in range(len(ref)):
+            assert np.array_equal(reader.get_frames_at([k])[0], ref[k]), k
+    with pytest.raises(VideoDecodeError, match="flv container"):
+        open_video(path, decoder="decord")
+
+
 def test_interlaced_h264_decord_alone_is_wrong_ours_refuses(corpus: dict[str, Path]) -> None:
     """FFmpeg converts an interlaced frame to RGB field by field, decord as one frame: decord alone returns frames far
     from the sequential decode without an error; our decord refuses the file, ``auto`` is exact."""

@@ -16,30 +16,30 @@ FFmpeg 8 swscale; ``rgb_frame`` runs it on one thread: the same bytes for a quar
 the number of frames that decode yields. A decode error anywhere in that decode makes the file bad. Header frame
 counts, packet counts and timestamps are not the definition; they are used only where they give the same answer:
 
-- *Indexed path*: MP4/MOV or Matroska/WebM holding H.264, HEVC, VP8, VP9, AV1 or MJPEG, and AVI holding MJPEG,
-  where every packet has a distinct pts, the first packet is a keyframe, no packet is shown before it, the MP4 sample
-  count equals the packet count, and (H.264/HEVC, length-prefixed NAL units, parsed here; MJPEG: a JPEG start of
-  image marker) every packet holds exactly one picture and the first holds an IDR/IRAP picture (VP8/VP9: the
-  key-frame bit). Then every packet the container does not mark "discard"
-  (edit lists) yields one frame with that packet's pts: ``n`` = the number of such packets and frame ``k`` = the
-  packet with the k-th smallest pts. Reading starts at the latest keyframe at or before each wanted frame (decode
-  order, pts not after it) that holds an IDR/IRAP picture (``_restart``: an H.264 keyframe that is a recovery point --
-  intra refresh, open GOPs -- is decoded through from the one before), feeds packets only up to the last wanted one,
-  drops whole GOPs in between (drain, flush: a fresh start, as a seek would give) and has the decoder skip pictures
-  that are not wanted and that the bitstream marks non-reference (H.264 ``nal_ref_idc`` 0, HEVC sub-layer
-  non-reference at the stream's highest sub-layer -- higher sub-layers may reference such a picture of a lower one;
-  ``skip_frame=NONREF`` on that packet only; H.264 only while its ``frame_num`` is what a valid stream gives it,
-  ``h264.NonReferenceCheck``: decoding a damaged one changes later frames). Where a range holds H.264 reference
-  pictures coded as B slices (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``, reference
-  pictures that no wanted frame depends on are dropped too (``skip_frame`` BIDIR / NONINTRA on that packet):
+- *Indexed path*: MP4/MOV, Matroska/WebM or FLV holding H.264, HEVC, VP8, VP9, AV1, MJPEG, ProRes or DNxHD, and AVI
+  holding one of the intra-only codecs (MJPEG, ProRes, DNxHD), where every packet has a distinct pts, the first packet
+  is a keyframe, no packet is shown before it, the MP4 sample count equals the packet count, and (H.264/HEVC,
+  length-prefixed NAL units, parsed here; intra-only codecs: a packet that starts as a frame of the codec does) every
+  packet holds exactly one picture and the first holds an IDR/IRAP picture (VP8/VP9: the key-frame bit). Then every
+  packet the container does not mark "discard" (edit lists) yields one frame with that packet's pts: ``n`` = the number
+  of such packets and frame ``k`` = the packet with the k-th smallest pts. Reading starts at the latest keyframe at or
+  before each wanted frame (decode order, pts not after it) that holds an IDR/IRAP picture (``_restart``: an H.264
+  keyframe that is a recovery point -- intra refresh, open GOPs -- is decoded through from the one before), feeds
+  packets only up to the last wanted one, drops whole GOPs in between (drain, flush: a fresh start, as a seek would
+  give) and has the decoder skip pictures that are not wanted and that the bitstream marks non-reference (H.264
+  ``nal_ref_idc`` 0, HEVC sub-layer non-reference at the stream's highest sub-layer -- higher sub-layers may reference
+  such a picture of a lower one; ``skip_frame=NONREF`` on that packet only; H.264 only while its ``frame_num`` is what a
+  valid stream gives it, ``h264.NonReferenceCheck``: decoding a damaged one changes later frames). Where a range holds
+  H.264 reference pictures coded as B slices (x264's default B-pyramid) and frames have at least ``DROP_MIN_PIXELS``,
+  reference pictures that no wanted frame depends on are dropped too (``skip_frame`` BIDIR / NONINTRA on that packet):
   ``vtc_deploy.h264`` reads the slice headers, rebuilds the reference lists and replays the decoder's reference state
   with the drops, and drops only where every decoded picture keeps the same references and picture order count. Every
   decoded range is checked: each packet fed without skipping comes out as exactly one frame with its pts, nothing else
   comes out, the pts come out ascending (the decoder's output order is the definition's; a miswritten index can
   disagree), no frame is flagged corrupt. A failed check or a decode error switches the file to the sequential path.
-  VP8/VP9/AV1/MJPEG packets after the last wanted frame are trusted to hold one shown frame each, as their
-  MP4/Matroska mappings require. These containers are opened without FFmpeg's probe decode (their headers carry the
-  stream parameters; the probe would decode the first pictures once more).
+  VP8/VP9/AV1 and intra-only packets after the last wanted frame (and, intra-only, between wanted frames) are trusted to
+  hold one shown frame each, as their container mappings require. MP4/MOV and Matroska/WebM are opened without FFmpeg's
+  probe decode (their headers carry the stream parameters; the probe would decode the first pictures once more).
 - *Sequential path* (everything else: AVI with other codecs -- no reliable pts, DivX packed B-frames whose placeholder
   packets yield no frame --, MPEG-TS, MPEG-4 Part 2, MS-MPEG4, and files that failed a check): the definition itself.
   Opening counts the frames with one full decode (no colour conversion); reading decodes from the start and keeps the
@@ -114,6 +114,9 @@ INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "prore
 # presentation timestamps of their own (they are in decode order).
 INTRA_ONLY_CODECS = frozenset({"mjpeg", "prores", "dnxhd"})
 PICTURE_CHECKED = frozenset({"h264", "hevc", "mjpeg", "prores", "dnxhd"})  # _parse counts the pictures of a packet
+# FLV (timestamps, keyframe flags, H.264 as length-prefixed NAL units like MP4) creates its stream with its first
+# packet: indexed too, but opened with FFmpeg's probe
+INDEXED_AFTER_PROBE = ("flv",)
 DECORD_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 INTERLACED = 2  # AVFieldOrder values from AV_FIELD_TT up: the stream codes fields (H.264 MBAFF/PAFF, MPEG-2 fields)
 DROP_MIN_PIXELS = 200_000  # below this, parsing slice headers (~20 us a packet) costs about what dropping saves
@@ -704,7 +707,7 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
     """Presentation order of the indexed path: positions of frames 0..n-1 and pts -> frame index; ``None`` when the
     file does not meet the indexed path's conditions (module docstring)."""
     formats = src.format.split(",")
-    if not any(name in INDEXED_CONTAINERS for name in formats) and not (
+    if not any(name in (*INDEXED_CONTAINERS, *INDEXED_AFTER_PROBE) for name in formats) and not (
         "avi" in formats and src.codec in INTRA_ONLY_CODECS
     ):
         return None
@@ -1140,8 +1143,8 @@ class DecordReader(VideoReader):
         why = ""
         if not indexed:
             why = f"{_describe(src)} has no one-frame-per-packet index"
-        elif "avi" in src.format.split(","):
-            why = "AVI, whose packets decord indexes as frames (DivX placeholders too)"
+        elif not any(name in INDEXED_CONTAINERS for name in src.format.split(",")):
+            why = f"{src.format} container: decord is used only on MP4/MOV and Matroska/WebM"
         elif any(p.keyframe and not p.intra for p in src.packets):
             why = (
                 "keyframes that are not IDR pictures (H.264 recovery points: intra refresh, open GOPs), where decord "

@@ -1,12 +1,12 @@
 // FFmpeg decoding, frame-exact: frame k is the k-th frame that a plain sequential decode (demux every packet of the
 // first video stream, avcodec_send_packet/avcodec_receive_frame, flush at the end) yields, and num_frames the number
 // of frames it yields. Two paths, as vtc_deploy.video (its module docstring states the conditions in full):
-// - indexed (MP4/MOV/Matroska/WebM with H.264/HEVC/VP8/VP9/AV1/MJPEG/ProRes/DNxHD, AVI with the intra-only ones, whose
-//   packets map one-to-one to frames, checked on the packet index and on the bitstream): num_frames = the packets not
-//   marked discard, frame k = the packet with the k-th smallest pts; reading decodes from the IDR/IRAP keyframe before
-//   each wanted frame, skips non-reference pictures that are not wanted (skip_frame per packet; H.264: while
-//   NonReferenceCheck allows it), stops after the last wanted one, and checks every decoded range; a failed check
-//   switches the file to the sequential path;
+// - indexed (MP4/MOV/Matroska/WebM/FLV with H.264/HEVC/VP8/VP9/AV1/MJPEG/ProRes/DNxHD, AVI with the intra-only
+//   ones, whose packets map one-to-one to frames, checked on the packet index and on the bitstream): num_frames = the
+//   packets not marked discard, frame k = the packet with the k-th smallest pts; reading decodes from the IDR/IRAP
+//   keyframe before each wanted frame, skips non-reference pictures that are not wanted (skip_frame per packet;
+//   H.264: while NonReferenceCheck allows it), stops after the last wanted one, and checks every decoded range; a
+//   failed check switches the file to the sequential path;
 // - sequential: the definition itself (a counting decode at open, a second decode up to the last wanted frame).
 // RGB: the bytes PyAV's frame.to_ndarray(format="rgb24") gives (FFmpeg 8's swscale: SWS_BILINEAR, the frame's colour
 // matrix, range and chroma position, interlaced frames field by field; see RgbConverter for how Debian's FFmpeg 5.1 is
@@ -1081,7 +1081,7 @@ class FileReader final : public VideoReader {
     const std::string format = src->format_name();
     bool container = false;
     bool avi = false;
-    for (const char* name : {"mov", "mp4", "matroska", "webm", "avi"}) {
+    for (const char* name : {"mov", "mp4", "matroska", "webm", "flv", "avi"}) {  // video.INDEXED_CONTAINERS, ...
       size_t at = 0;
       while (at <= format.size()) {
         const size_t comma = std::min(format.find(',', at), format.size());
