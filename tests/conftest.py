@@ -304,6 +304,17 @@ def write_two_tracks(path: Path, first: np.ndarray, second: np.ndarray) -> Path:
     return path
 
 
+def _without_jpeg_segments(data: bytes, markers: set[int]) -> bytes:
+    """A JPEG image without its segments of the given marker types before its first scan."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] not in markers:
+            out += data[pos:end]
+        pos = end
+    return bytes(out + data[pos:])
+
+
 def intra_only_video(
     path: Path,
     codec: str = "mjpeg",
@@ -312,11 +323,16 @@ def intra_only_video(
     *,
     dropped: tuple[int, ...] = (),
     damaged: tuple[int, ...] = (),
+    no_huffman: bool = False,
+    no_quant: tuple[int, ...] = (),
 ) -> Path:
     """``moving_square(n)`` in an intra-only codec (MJPEG in AVI as cameras write it, ProRes or DNxHR in MOV as phones
     and editors do; the container from ``path``'s suffix); ``dropped``: frames written as empty packets (a capture
     that dropped them: an AVI's empty chunk, for which FFmpeg returns no packet); ``damaged``: frames whose first 8
-    bytes are zeroed (a packet that does not start as a frame of the codec: no JPEG start of image marker)."""
+    bytes are zeroed (a packet that does not start as a frame of the codec: no JPEG start of image marker).
+    MJPEG: ``no_huffman`` leaves the Huffman tables out of every picture (AVI MJPEG's standard tables: the encoder
+    uses them too); ``no_quant``: pictures without their quantization tables (the decoder uses the last ones it saw,
+    as after a damaged or an encoder's "tables once" picture)."""
     from fractions import Fraction
 
     import av
@@ -327,12 +343,18 @@ def intra_only_video(
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if codec == "dnxhd":
             stream.options = {"profile": "dnxhr_sq"}
+        if no_huffman:
+            stream.options = {"huffman": "default"}  # the standard tables, which the decoder assumes without DHT
         for k, rgb in enumerate(moving_square(n, h, w)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, 25)
             for packet in stream.encode(frame):
-                if k in dropped or k in damaged:
-                    data = b"" if k in dropped else bytes(8) + bytes(packet)[8:]
+                if k in dropped or k in damaged or no_huffman or k in no_quant:
+                    data = b"" if k in dropped else bytes(8) + bytes(packet)[8:] if k in damaged else bytes(packet)
+                    if no_huffman:
+                        data = _without_jpeg_segments(data, {0xC4})
+                    if k in no_quant:
+                        data = _without_jpeg_segments(data, {0xDB})
                     replacement = av.Packet(data)
                     replacement.stream, replacement.pts, replacement.dts = stream, packet.pts, packet.dts
                     replacement.time_base = packet.time_base

@@ -383,14 +383,17 @@ def test_decode_matches_plain_pyav_decode(corpus: dict[str, Path], tmp_path: Pat
 def test_indexed_path_covers_recovery_points_and_intra_only_codecs(corpus: dict[str, Path], tmp_path: Path) -> None:
     """libvtc takes the indexed path where the Python reader does (test_video_corpus): H.264 whose container marks
     recovery points as keyframes (intra refresh, open GOPs; decoding starts only at IDR pictures), MJPEG in AVI (also
-    with dropped frames), ProRes and DNxHR in MOV; every frame read alone equals the plain decode. An MJPEG AVI with a
-    packet that is not a JPEG image is read sequentially, as the plain decode reads it."""
+    with dropped frames or without Huffman tables), ProRes and DNxHR in MOV; every frame read alone equals the plain
+    decode. An MJPEG AVI with a packet that is not a JPEG image, or a picture without its quantization tables, is read
+    sequentially, as the plain decode reads it."""
     files = {
         "h264_intra_refresh.mp4": corpus["h264_intra_refresh.mp4"],
         "h264_open_gop.mkv": corpus["h264_open_gop.mkv"],
         "mjpeg.avi": corpus["mjpeg.avi"],
         "dropped.avi": intra_only_video(tmp_path / "dropped.avi", dropped=(5, 6, 17)),
         "damaged.avi": intra_only_video(tmp_path / "damaged.avi", damaged=(9,)),
+        "standard_tables.avi": intra_only_video(tmp_path / "standard_tables.avi", no_huffman=True),
+        "table_missing.avi": intra_only_video(tmp_path / "table_missing.avi", no_quant=(9,)),
         "prores_4444.mov": intra_only_video(tmp_path / "prores_4444.mov", "prores_ks", "yuva444p10le"),
         "dnxhr.mov": intra_only_video(tmp_path / "dnxhr.mov", "dnxhd", "yuv422p"),
     }
@@ -398,7 +401,8 @@ def test_indexed_path_covers_recovery_points_and_intra_only_codecs(corpus: dict[
         ref = pyav_frames(path)
         for k in range(len(ref)):
             info, got = cpp_decode(path, [k], tmp_path)
-            assert info["indexed"] == (name != "damaged.avi") and info["num_frames"] == len(ref), name
+            assert info["indexed"] == (name not in ("damaged.avi", "table_missing.avi")), name
+            assert info["num_frames"] == len(ref), name
             assert np.array_equal(got[0], ref[k]), (name, k)
 
 

@@ -459,26 +459,39 @@ def test_intra_only_codecs_are_read_through_their_index(corpus: dict[str, Path],
     one picture decoded on its own, so the reader takes the indexed path and decodes only the wanted frames (before:
     a counting decode of the whole file at open and a decode up to the last wanted frame; 27x the CPU time on a
     300-frame 720p MJPEG AVI, 22x on 150 frames of 1080p ProRes). Every frame read alone equals the sequential decode,
-    also with dropped frames (an AVI's empty chunks: no packet, no frame). A packet that does not start as a frame of
-    its codec sends the file to the sequential path, which follows the plain decode. decord refuses them all."""
+    also with dropped frames (an AVI's empty chunks: no packet, no frame) and with the standard Huffman tables left out
+    of every picture (AVI MJPEG). A packet that does not start as a frame of its codec, or an MJPEG picture without
+    its quantization tables (FFmpeg decodes it with the last ones it saw: a fuzzed AVI was read 54 levels off the plain
+    decode at that frame), sends the file to the sequential path, which follows the plain decode. decord refuses them
+    all."""
     made = {
         "mjpeg.avi": corpus["mjpeg.avi"],
         "dropped.avi": intra_only_video(tmp_path / "dropped.avi", dropped=(5, 6, 17)),
         "damaged.avi": intra_only_video(tmp_path / "damaged.avi", damaged=(9,)),
+        "standard_tables.avi": intra_only_video(tmp_path / "standard_tables.avi", no_huffman=True),
+        "tables_once.avi": intra_only_video(tmp_path / "tables_once.avi", no_quant=tuple(range(1, 24))),
+        "table_missing.avi": intra_only_video(tmp_path / "table_missing.avi", no_quant=(9,)),
         "prores_422_10bit.mov": corpus["prores_422_10bit.mov"],
         "prores_4444.mov": intra_only_video(tmp_path / "prores_4444.mov", "prores_ks", "yuva444p10le"),
         "dnxhr.mov": intra_only_video(tmp_path / "dnxhr.mov", "dnxhd", "yuv422p"),
     }
+    sequential_ones = ("damaged.avi", "tables_once.avi", "table_missing.avi")
     for name, path in made.items():
         ref = sequential(path)
         with open_video(path) as reader:
-            mode = "pyav-sequential" if name == "damaged.avi" else "pyav"
+            mode = "pyav-sequential" if name in sequential_ones else "pyav"
             assert reader.info.decoder == mode and reader.info.num_frames == len(ref), name
             for k in range(len(ref)):
                 assert np.array_equal(reader.get_frames_at([k])[0], ref[k]), (name, k)
         with pytest.raises(VideoDecodeError, match="decord cannot read this file frame-exactly"):
             open_video(path, decoder="decord")
     assert len(sequential(made["dropped.avi"])) == 21  # the premise: the empty chunks yield no frame
+    # the premise: a picture without its quantization tables, decoded on its own, is not what the plain decode shows
+    with av.open(str(made["table_missing.avi"])) as container:
+        packet = [p for p in container.demux(video=0) if p.size][9]
+        alone = av.CodecContext.create("mjpeg", "r").decode(packet)
+    plain = sequential(made["table_missing.avi"])[9]
+    assert not alone or not np.array_equal(alone[0].to_ndarray(format="rgb24"), plain)
 
 
 def test_flv_is_read_through_its_index(corpus: dict[str, Path]) -> None:

@@ -114,6 +114,7 @@ INDEXED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mjpeg", "prore
 # presentation timestamps of their own (they are in decode order).
 INTRA_ONLY_CODECS = frozenset({"mjpeg", "prores", "dnxhd"})
 PICTURE_CHECKED = frozenset({"h264", "hevc", "mjpeg", "prores", "dnxhd"})  # _parse counts the pictures of a packet
+JPEG_HEADER_BYTES = 65536  # an MJPEG packet's segments up to its first scan are read from this much of it
 # FLV (timestamps, keyframe flags, H.264 as length-prefixed NAL units like MP4) creates its stream with its first
 # packet: indexed too, but opened with FFmpeg's probe
 INDEXED_AFTER_PROBE = ("flv",)
@@ -378,7 +379,7 @@ class _Packet:
     intra: bool  # the bitstream says it starts a fresh decode (IDR/IRAP, VP8/VP9 key frame); True where not parsed
     disposable: bool  # H.264/HEVC: one picture that no other frame references (False where not parsed)
     b_reference: bool  # H.264: a reference picture whose first slice is a B slice (x264's B-pyramid)
-    params: bool  # H.264: carries an SPS or PPS in band
+    params: bool  # H.264: carries an SPS or PPS in band; MJPEG: carries Huffman tables
     layer: int = 0  # HEVC: the picture's TemporalId (sub-layer)
 
 
@@ -636,8 +637,10 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
     slices that start a picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag; -1 when malformed), whether
     an IDR/IRAP slice is in it, whether it is one non-reference picture (H.264 nal_ref_idc 0, HEVC sub-layer
     non-reference types), H.264: whether it is a reference picture coded as B slices and whether it carries an SPS or
-    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; MJPEG, ProRes, DNxHD: one picture when the packet starts as a
-    frame of that codec does (a JPEG start of image marker, ProRes's ``icpf``, DNxHD's header prefix; else 0); other
+    PPS, HEVC: its TemporalId; VP8/VP9: the key-frame bit; MJPEG: one picture when it is a JPEG image that carries
+    its quantization tables (``_jpeg_tables``; else 0) and, as ``params``, whether it carries Huffman tables;
+    ProRes, DNxHD: one picture when the packet starts as a frame of that codec does (ProRes's ``icpf``, DNxHD's
+    header prefix; else 0); other
     codecs are not parsed (-1, True, False, False, False, 0). An HEVC sub-layer non-reference picture is one that no
     later picture *of its sub-layer* references: pictures of higher sub-layers may (H.265 3.136), so ``_Source`` keeps
     it disposable only at the stream's highest TemporalId (FFmpeg's ``skip_frame=NONREF`` drops every such picture
@@ -645,7 +648,8 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
     if codec == "vp8":
         return -1, bool(data) and not data[0] & 1, False, False, False, 0
     if codec == "mjpeg":
-        return int(bytes(data[:2]) == b"\xff\xd8"), True, False, False, False, 0
+        whole, huffman = _jpeg_tables(bytes(data[:JPEG_HEADER_BYTES]))
+        return int(whole), True, False, False, huffman, 0
     if codec == "prores":  # frame size, then the frame identifier
         return int(bytes(data[4:8]) == b"icpf"), True, False, False, False, 0
     if codec == "dnxhd":  # the header prefix of DNxHD and DNxHR frames
@@ -691,6 +695,57 @@ def _parse(data: bytes | memoryview, codec: str, length_size: int) -> tuple[int,
     return count, intra, count == 1 and not referenced, b_ref, params, layer
 
 
+def _jpeg_tables(data: bytes) -> tuple[bool, bool]:
+    """``(whole, huffman)`` of one MJPEG packet: ``whole`` when it is a sequential (baseline or extended) JPEG image
+    whose DQT segments, before its first scan, define every quantization table its frame header uses, and whose
+    DHT segments, if it has any, define every Huffman table that scan uses; ``huffman`` when it has DHT segments.
+    FFmpeg's MJPEG decoder keeps both kinds of table from one picture to the next: a picture that leaves one out is
+    decoded with a table an earlier packet defined (AVI MJPEG leaves the Huffman tables out of every picture, for
+    the standard ones), so ``_indexed_plan`` reads a stream through its index only when every picture is whole and
+    either all or none carry Huffman tables. libvtc's ``jpeg_tables`` is the same rule."""
+    if data[:2] != b"\xff\xd8":
+        return False, False
+    pos, quant, huff, used_quant, huffman = 2, set(), set(), None, False
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False, huffman
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        seg = data[pos + 4 : pos + 2 + size]
+        if size < 2 or len(seg) != size - 2:
+            return False, huffman
+        if marker == 0xDB:  # DQT: (precision, id), 64 values of 8 or 16 bits each
+            i = 0
+            while i < len(seg):
+                quant.add(seg[i] & 15)
+                i += 1 + 64 * (2 if seg[i] >> 4 else 1)
+            if i != len(seg):
+                return False, huffman
+        elif marker == 0xC4:  # DHT: (class, id), 16 code counts, the values
+            huffman, i = True, 0
+            while i + 17 <= len(seg):
+                huff.add((seg[i] >> 4, seg[i] & 15))
+                i += 17 + sum(seg[i + 1 : i + 17])
+            if i != len(seg):
+                return False, huffman
+        elif marker in (0xC0, 0xC1):  # SOF of a sequential Huffman-coded image
+            if len(seg) < 6 or len(seg) < 6 + 3 * seg[5]:
+                return False, huffman
+            used_quant = {seg[8 + 3 * k] for k in range(seg[5])}
+        elif 0xC2 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # progressive, lossless, arithmetic
+            return False, huffman
+        elif marker == 0xDA:  # the first scan: tables so far are the ones it is decoded with
+            if used_quant is None or not used_quant <= quant or not seg or len(seg) < 1 + 2 * seg[0]:
+                return False, huffman
+            used = {(c, seg[2 + 2 * k] >> 4 if c == 0 else seg[2 + 2 * k] & 15) for k in range(seg[0]) for c in (0, 1)}
+            return not huffman or used <= huff, huffman
+        pos += 2 + size
+    return False, huffman
+
+
 def _h264_slice_type(head: bytes | memoryview) -> int:
     """``slice_type % 5`` of a slice whose header starts ``head`` with first_mb_in_slice == 0 (a single 1 bit); -1
     when the few bytes given do not hold it."""
@@ -725,12 +780,14 @@ def _indexed_plan(src: _Source) -> tuple[list[int], dict[int, int]] | None:
         if p.pts is None:
             return None
         if parsed and p.pictures != 1:
-            return None  # no picture (SEI/AUD only), two, a field pair, not length-prefixed, not a JPEG: not 1:1
+            return None  # no picture (SEI/AUD only), two, a field pair, not length-prefixed, not a whole JPEG: not 1:1
         if p.discard:
             continue
         if p.pts < first:
             return None  # presented before the first keyframe: a leading picture the decoder may drop
         shown.append((p.pts, pos))
+    if src.codec == "mjpeg" and len({p.params for p in packets}) > 1:
+        return None  # some pictures carry Huffman tables, others use the ones an earlier picture defined
     shown.sort()
     if not shown or any(a[0] == b[0] for a, b in itertools.pairwise(shown)):
         return None

@@ -656,7 +656,72 @@ struct PacketInfo {
   bool intra = true;        // the bitstream starts a fresh decode here (True where not parsed)
   bool disposable = false;  // H.264/HEVC: one picture that no other frame references
   int layer = 0;            // HEVC: the picture's TemporalId (sub-layer)
+  bool huffman = false;     // MJPEG: carries Huffman tables (DHT)
 };
+
+// vtc_deploy.video._jpeg_tables: whether an MJPEG packet is a sequential JPEG image whose DQT segments, before its
+// first scan, define every quantization table its frame header uses and whose DHT segments, if any, define every
+// Huffman table that scan uses (FFmpeg's MJPEG decoder keeps both kinds of table from one picture to the next), and
+// whether it has DHT segments. Reads at most the first 64 KiB.
+bool jpeg_tables(const uint8_t* data, int size, bool* huffman) {
+  *huffman = false;
+  const int64_t n = std::min<int64_t>(size, 65536);
+  if (n < 2 || data[0] != 0xFF || data[1] != 0xD8) return false;
+  bool quant[16] = {}, huff[2][16] = {}, frame = false, used_quant[16] = {};
+  int64_t pos = 2;
+  while (pos + 4 <= n) {
+    if (data[pos] != 0xFF) return false;
+    const int marker = data[pos + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++pos;
+      continue;
+    }
+    const int64_t length = (data[pos + 2] << 8) | data[pos + 3];
+    const uint8_t* seg = data + pos + 4;
+    const int64_t len = length - 2;
+    if (length < 2 || pos + 2 + length > n) return false;
+    if (marker == 0xDB) {  // DQT: (precision, id), 64 values of 8 or 16 bits each
+      int64_t i = 0;
+      while (i < len) {
+        quant[seg[i] & 15] = true;
+        i += 1 + 64 * ((seg[i] >> 4) ? 2 : 1);
+      }
+      if (i != len) return false;
+    } else if (marker == 0xC4) {  // DHT: (class, id), 16 code counts, the values
+      *huffman = true;
+      int64_t i = 0;
+      while (i + 17 <= len) {
+        if ((seg[i] >> 4) < 2) huff[seg[i] >> 4][seg[i] & 15] = true;
+        int64_t values = 0;
+        for (int k = 1; k <= 16; ++k) values += seg[i + k];
+        i += 17 + values;
+      }
+      if (i != len) return false;
+    } else if (marker == 0xC0 || marker == 0xC1) {  // SOF of a sequential Huffman-coded image
+      if (len < 6 || len < 6 + 3 * seg[5]) return false;
+      frame = true;
+      for (int k = 0; k < seg[5]; ++k) used_quant[seg[8 + 3 * k] & 15] = true;
+      for (int k = 0; k < seg[5]; ++k) {
+        if (seg[8 + 3 * k] > 15) return false;
+      }
+    } else if (marker >= 0xC2 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
+      return false;  // progressive, lossless, arithmetic-coded
+    } else if (marker == 0xDA) {  // the first scan: the tables so far are the ones it is decoded with
+      if (!frame || len < 1 || len < 1 + 2 * seg[0]) return false;
+      for (int t = 0; t < 16; ++t) {
+        if (used_quant[t] && !quant[t]) return false;
+      }
+      if (!*huffman) return true;
+      for (int k = 0; k < seg[0]; ++k) {
+        const int tables = seg[2 + 2 * k];
+        if (!huff[0][tables >> 4] || !huff[1][tables & 15]) return false;
+      }
+      return true;
+    }
+    pos += 2 + length;
+  }
+  return false;
+}
 
 // Length-prefix size of H.264 (avcC) / HEVC (hvcC) packets, 0 when they are not length-prefixed NAL units.
 int nal_length_size(const std::string& codec, const uint8_t* extra, int size) {
@@ -672,8 +737,8 @@ void parse_packet(const uint8_t* data, int size, const std::string& codec, int l
     return;
   }
   // intra-only codecs: one picture when the packet starts as a frame of the codec does
-  if (codec == "mjpeg") {  // a JPEG start of image marker
-    p->pictures = size >= 2 && data[0] == 0xFF && data[1] == 0xD8 ? 1 : 0;
+  if (codec == "mjpeg") {  // a JPEG image with its quantization tables (jpeg_tables)
+    p->pictures = jpeg_tables(data, size, &p->huffman) ? 1 : 0;
     return;
   }
   if (codec == "prores") {  // frame size, then the frame identifier
@@ -1153,6 +1218,11 @@ class FileReader final : public VideoReader {
       shown.emplace_back(p.pts, pos);
     }
     std::sort(shown.begin(), shown.end());
+    if (codec_ == "mjpeg" && std::any_of(packets_.begin(), packets_.end(), [&](const PacketInfo& p) {
+          return p.huffman != packets_[0].huffman;
+        })) {
+      return false;  // some pictures carry Huffman tables, others use the ones an earlier picture defined
+    }
     if (shown.empty()) return false;
     for (size_t k = 1; k < shown.size(); ++k) {
       if (shown[k].first == shown[k - 1].first) return false;
